@@ -1,0 +1,197 @@
+//! Pairs -> token ids, exactly as FlagEmbedding builds them.
+//!
+//! Encoder rerankers (`FlagReranker`): the query is tokenized alone without special tokens and cut to
+//! `query_max_length` (default `max_length * 3 / 4`), the passage alone and cut to `max_length`; then the
+//! tokenizer's post-processor assembles `<s> q </s></s> p </s>`, cutting only the passage to fit
+//! `max_length` -- by transformers' legacy rule, which cuts nothing at all when the passage is not longer
+//! than the overflow (the input then exceeds `max_length`).
+
+use std::path::Path;
+
+use tokenizers::{Encoding, Tokenizer, TruncationDirection};
+
+use crate::error::{Error, Result};
+
+/// What the model reads for one pair: unpadded token ids and their segment ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelInput {
+    pub ids: Vec<u32>,
+    pub type_ids: Vec<u32>,
+}
+
+impl ModelInput {
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// The knobs FlagEmbedding exposes for building inputs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputOptions {
+    pub max_length: usize,
+    /// Token budget of the query; `None` means `max_length * 3 / 4`.
+    pub query_max_length: Option<usize>,
+}
+
+impl Default for InputOptions {
+    fn default() -> Self {
+        Self {
+            max_length: 512,
+            query_max_length: None,
+        }
+    }
+}
+
+impl InputOptions {
+    pub fn query_budget(&self) -> usize {
+        self.query_max_length.unwrap_or(self.max_length * 3 / 4)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.max_length == 0 {
+            return Err(Error::InvalidOption("max_length must be at least 1".into()));
+        }
+        if self.query_max_length == Some(0) {
+            return Err(Error::InvalidOption(
+                "query_max_length must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Loads tokenizer.json with its own padding and truncation switched off: the builder does both.
+pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
+    if !path.is_file() {
+        return Err(Error::Tokenizer {
+            path: path.into(),
+            message: "file not found (the model folder needs the fast tokenizer's tokenizer.json)"
+                .into(),
+        });
+    }
+    let mut tokenizer = Tokenizer::from_file(path).map_err(|e| Error::Tokenizer {
+        path: path.into(),
+        message: e.to_string(),
+    })?;
+    tokenizer.with_padding(None);
+    tokenizer
+        .with_truncation(None)
+        .map_err(|e| Error::Tokenizer {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+    Ok(tokenizer)
+}
+
+/// Builds model inputs for cross-encoders from (query, passage) pairs.
+pub struct InputBuilder {
+    tokenizer: Tokenizer,
+    /// Special tokens the post-processor adds around a pair (4 for XLM-R, 3 for BERT).
+    pair_specials: usize,
+}
+
+impl InputBuilder {
+    pub fn for_encoder(tokenizer: Tokenizer, tokenizer_path: &Path) -> Result<Self> {
+        let pair_specials = match tokenizer.get_post_processor() {
+            Some(processor) => tokenizers::PostProcessor::added_tokens(processor, true),
+            None => {
+                return Err(Error::Tokenizer {
+                    path: tokenizer_path.into(),
+                    message: "no post_processor: a cross-encoder's tokenizer must know how to \
+                              join a query and a passage"
+                        .into(),
+                })
+            }
+        };
+        Ok(Self {
+            tokenizer,
+            pair_specials,
+        })
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    pub fn build<Q: AsRef<str>, P: AsRef<str>>(
+        &self,
+        pairs: &[(Q, P)],
+        options: &InputOptions,
+    ) -> Result<Vec<ModelInput>> {
+        options.validate()?;
+        let queries = self.encode_texts(pairs.iter().map(|(q, _)| q.as_ref()))?;
+        let passages = self.encode_texts(pairs.iter().map(|(_, p)| p.as_ref()))?;
+        queries
+            .into_iter()
+            .zip(passages)
+            .map(|(query, passage)| self.assemble(query, passage, options))
+            .collect()
+    }
+
+    fn encode_texts<'a>(&self, texts: impl Iterator<Item = &'a str>) -> Result<Vec<Encoding>> {
+        let texts: Vec<&str> = texts.collect();
+        self.tokenizer
+            .encode_batch(texts, false)
+            .map_err(|e| Error::Tokenize(e.to_string()))
+    }
+
+    fn assemble(
+        &self,
+        mut query: Encoding,
+        mut passage: Encoding,
+        options: &InputOptions,
+    ) -> Result<ModelInput> {
+        query.truncate(options.query_budget(), 0, TruncationDirection::Right);
+        passage.truncate(options.max_length, 0, TruncationDirection::Right);
+        let keep = only_second_keep(
+            query.len() + self.pair_specials,
+            passage.len(),
+            options.max_length,
+        );
+        passage.truncate(keep, 0, TruncationDirection::Right);
+        let pair = self
+            .tokenizer
+            .post_process(query, Some(passage), true)
+            .map_err(|e| Error::Tokenize(e.to_string()))?;
+        Ok(ModelInput {
+            ids: pair.get_ids().to_vec(),
+            type_ids: pair.get_type_ids().to_vec(),
+        })
+    }
+}
+
+/// How many tokens of the second sequence survive transformers' `only_second` truncation to `limit`,
+/// given `fixed` tokens that are never cut. Legacy rule: the second sequence is cut only when it is
+/// strictly longer than the overflow; otherwise it is left whole and the input exceeds `limit`.
+pub fn only_second_keep(fixed: usize, second: usize, limit: usize) -> usize {
+    let total = fixed + second;
+    if total <= limit {
+        return second;
+    }
+    let overflow = total - limit;
+    if second > overflow {
+        second - overflow
+    } else {
+        second
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::only_second_keep;
+
+    #[test]
+    fn legacy_only_second_rule() {
+        assert_eq!(only_second_keep(10, 5, 20), 5);
+        assert_eq!(only_second_keep(10, 15, 20), 10);
+        // passage (5) not longer than the overflow (5): nothing is cut
+        assert_eq!(only_second_keep(20, 5, 20), 5);
+        assert_eq!(only_second_keep(16, 16, 16), 16);
+        assert_eq!(only_second_keep(15, 17, 16), 1);
+        assert_eq!(only_second_keep(16, 17, 16), 17);
+    }
+}

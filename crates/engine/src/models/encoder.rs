@@ -1,0 +1,361 @@
+//! Encoder cross-encoders: XLM-RoBERTa (bge-reranker-base, -large, -v2-m3) and BERT, with their
+//! sequence-classification heads.
+//!
+//! Sequences are packed: the dense layers see all real tokens of a batch as one (tokens x hidden)
+//! matrix, and attention runs per sequence, so no work is spent on padding and a pair's score does not
+//! depend on what it is batched with.
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{Embedding, VarBuilder};
+
+use super::layers::{attend, split_heads, Activation, Dense, LayerNorm, Numerics};
+use crate::error::{Error, Result};
+use crate::input::ModelInput;
+
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Config {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    pub hidden_act: Activation,
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_type_vocab_size")]
+    pub type_vocab_size: usize,
+    #[serde(default = "default_layer_norm_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default)]
+    pub pad_token_id: u32,
+    #[serde(default)]
+    pub position_embedding_type: Option<String>,
+    #[serde(default)]
+    pub num_labels: Option<usize>,
+    #[serde(default)]
+    pub id2label: Option<HashMap<String, String>>,
+}
+
+fn default_type_vocab_size() -> usize {
+    2
+}
+
+fn default_layer_norm_eps() -> f64 {
+    1e-12
+}
+
+impl Config {
+    pub fn num_labels(&self) -> usize {
+        self.num_labels
+            .or_else(|| self.id2label.as_ref().map(HashMap::len))
+            .unwrap_or(2)
+    }
+
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if let Some(kind) = &self.position_embedding_type {
+            if kind != "absolute" {
+                return Err(format!(
+                    "position_embedding_type `{kind}` is not supported (only `absolute`)"
+                ));
+            }
+        }
+        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+            return Err(format!(
+                "hidden_size {} is not divisible by num_attention_heads {}",
+                self.hidden_size, self.num_attention_heads
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The two encoders differ in checkpoint prefix, position ids and the names of the head's layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// Positions count non-pad tokens from `pad_token_id + 1`; segment ids are always 0.
+    XlmRoberta,
+    /// Positions are 0..n; segment ids come from the tokenizer (0 query, 1 passage).
+    Bert,
+}
+
+impl Flavor {
+    fn prefix(self) -> &'static str {
+        match self {
+            Flavor::XlmRoberta => "roberta",
+            Flavor::Bert => "bert",
+        }
+    }
+}
+
+struct EncoderLayer {
+    qkv: Dense,
+    attention_out: Dense,
+    attention_norm: LayerNorm,
+    intermediate: Dense,
+    activation: Activation,
+    output: Dense,
+    output_norm: LayerNorm,
+    heads: usize,
+}
+
+impl EncoderLayer {
+    fn load(vb: VarBuilder, cfg: &Config, numerics: Numerics) -> candle_core::Result<Self> {
+        let h = cfg.hidden_size;
+        let attention = vb.pp("attention");
+        let projection = |name: &str| Dense::load(attention.pp("self").pp(name), h, h, true, numerics);
+        let qkv = Dense::stack(&[projection("query")?, projection("key")?, projection("value")?])?;
+        Ok(Self {
+            qkv,
+            attention_out: Dense::load(attention.pp("output").pp("dense"), h, h, true, numerics)?,
+            attention_norm: LayerNorm::load(
+                attention.pp("output").pp("LayerNorm"),
+                h,
+                cfg.layer_norm_eps,
+                numerics,
+            )?,
+            intermediate: Dense::load(
+                vb.pp("intermediate").pp("dense"),
+                h,
+                cfg.intermediate_size,
+                true,
+                numerics,
+            )?,
+            activation: cfg.hidden_act,
+            output: Dense::load(
+                vb.pp("output").pp("dense"),
+                cfg.intermediate_size,
+                h,
+                true,
+                numerics,
+            )?,
+            output_norm: LayerNorm::load(
+                vb.pp("output").pp("LayerNorm"),
+                h,
+                cfg.layer_norm_eps,
+                numerics,
+            )?,
+            heads: cfg.num_attention_heads,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, seq_lens: &[usize]) -> candle_core::Result<Tensor> {
+        let hidden = x.dim(1)?;
+        let qkv = self.qkv.forward(x)?;
+        let (q, k, v) = (
+            qkv.narrow(1, 0, hidden)?,
+            qkv.narrow(1, hidden, hidden)?,
+            qkv.narrow(1, 2 * hidden, hidden)?,
+        );
+        let scale = 1.0 / ((hidden / self.heads) as f64).sqrt();
+        let mut contexts = Vec::with_capacity(seq_lens.len());
+        let mut start = 0;
+        for &len in seq_lens {
+            let context = attend(
+                &split_heads(&q, start, len, self.heads)?,
+                &split_heads(&k, start, len, self.heads)?,
+                &split_heads(&v, start, len, self.heads)?,
+                scale,
+            )?;
+            contexts.push(context.transpose(0, 1)?.reshape((len, hidden))?);
+            start += len;
+        }
+        let context = Tensor::cat(&contexts, 0)?;
+        let attended = self
+            .attention_norm
+            .forward(&(self.attention_out.forward(&context)? + x)?)?;
+        let inner = self
+            .activation
+            .forward(&self.intermediate.forward(&attended)?)?;
+        self.output_norm
+            .forward(&(self.output.forward(&inner)? + attended)?)
+    }
+}
+
+/// The classification head: dense + tanh on the first token, then a projection to one logit.
+struct ScoreHead {
+    dense: Dense,
+    out: Dense,
+}
+
+/// An encoder with a one-logit classification head: a cross-encoder reranker.
+pub struct CrossEncoder {
+    flavor: Flavor,
+    word_embeddings: Embedding,
+    position_embeddings: Embedding,
+    token_type_embeddings: Embedding,
+    embedding_norm: LayerNorm,
+    layers: Vec<EncoderLayer>,
+    head: ScoreHead,
+    numerics: Numerics,
+    cfg: Config,
+    device: Device,
+}
+
+impl CrossEncoder {
+    pub fn load(vb: VarBuilder, cfg: &Config, flavor: Flavor, numerics: Numerics) -> Result<Self> {
+        cfg.validate().map_err(Error::Unsupported)?;
+        if cfg.num_labels() != 1 {
+            return Err(Error::Unsupported(format!(
+                "the classification head has {} labels; a reranker has exactly one output",
+                cfg.num_labels()
+            )));
+        }
+        Ok(Self::load_inner(vb, cfg, flavor, numerics)?)
+    }
+
+    fn load_inner(
+        vb: VarBuilder,
+        cfg: &Config,
+        flavor: Flavor,
+        numerics: Numerics,
+    ) -> candle_core::Result<Self> {
+        let h = cfg.hidden_size;
+        let base = vb.pp(flavor.prefix());
+        let emb = base.pp("embeddings");
+        let embedding = |name: &str, rows: usize| -> candle_core::Result<Embedding> {
+            let w = numerics.weight(&emb.pp(name), &[rows, h], "weight")?;
+            Ok(Embedding::new(w, h))
+        };
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| EncoderLayer::load(base.pp("encoder.layer").pp(i), cfg, numerics))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let head = match flavor {
+            Flavor::XlmRoberta => ScoreHead {
+                dense: Dense::load(vb.pp("classifier.dense"), h, h, true, numerics)?,
+                out: Dense::load(vb.pp("classifier.out_proj"), h, 1, true, numerics)?,
+            },
+            Flavor::Bert => ScoreHead {
+                dense: Dense::load(base.pp("pooler.dense"), h, h, true, numerics)?,
+                out: Dense::load(vb.pp("classifier"), h, 1, true, numerics)?,
+            },
+        };
+        Ok(Self {
+            flavor,
+            word_embeddings: embedding("word_embeddings", cfg.vocab_size)?,
+            position_embeddings: embedding("position_embeddings", cfg.max_position_embeddings)?,
+            token_type_embeddings: embedding("token_type_embeddings", cfg.type_vocab_size)?,
+            embedding_norm: LayerNorm::load(emb.pp("LayerNorm"), h, cfg.layer_norm_eps, numerics)?,
+            layers,
+            head,
+            numerics,
+            cfg: cfg.clone(),
+            device: vb.device().clone(),
+        })
+    }
+
+    /// The longest input the position table allows.
+    pub fn max_input_tokens(&self) -> usize {
+        match self.flavor {
+            Flavor::XlmRoberta => self
+                .cfg
+                .max_position_embeddings
+                .saturating_sub(self.cfg.pad_token_id as usize + 1),
+            Flavor::Bert => self.cfg.max_position_embeddings,
+        }
+    }
+
+    /// One logit per input.
+    pub fn score(&self, inputs: &[&ModelInput]) -> Result<Vec<f32>> {
+        if inputs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let packed = self.pack(inputs)?;
+        let logits = self.forward(&packed)?;
+        Ok(logits.to_dtype(DType::F32)?.to_vec1::<f32>()?)
+    }
+
+    fn forward(&self, packed: &PackedBatch) -> candle_core::Result<Tensor> {
+        let x = (self.word_embeddings.forward(&packed.ids)?
+            + self.position_embeddings.forward(&packed.positions)?)?;
+        let x = (x + self.token_type_embeddings.forward(&packed.type_ids)?)?;
+        let mut x = self.embedding_norm.forward(&self.numerics.round(x)?)?;
+        for layer in &self.layers {
+            x = layer.forward(&x, &packed.seq_lens)?;
+        }
+        let first_tokens = x.index_select(&packed.first_token_rows, 0)?;
+        let pooled = self.head.dense.forward(&first_tokens)?.tanh()?;
+        self.head.out.forward(&pooled)?.squeeze(1)
+    }
+
+    fn pack(&self, inputs: &[&ModelInput]) -> Result<PackedBatch> {
+        let total: usize = inputs.iter().map(|i| i.len()).sum();
+        let mut ids = Vec::with_capacity(total);
+        let mut type_ids = Vec::with_capacity(total);
+        let mut positions = Vec::with_capacity(total);
+        let mut seq_lens = Vec::with_capacity(inputs.len());
+        let mut first_token_rows = Vec::with_capacity(inputs.len());
+        let pad = self.cfg.pad_token_id;
+        for input in inputs {
+            if input.is_empty() {
+                return Err(Error::Input("an input has no tokens".into()));
+            }
+            if input.len() > self.max_input_tokens() {
+                return Err(Error::Input(format!(
+                    "an input of {} tokens exceeds the model's {} positions; lower max_length",
+                    input.len(),
+                    self.max_input_tokens()
+                )));
+            }
+            if let Some(&bad) = input
+                .ids
+                .iter()
+                .find(|&&id| id as usize >= self.cfg.vocab_size)
+            {
+                return Err(Error::Input(format!(
+                    "token id {bad} is outside the model's vocabulary of {}: the tokenizer does \
+                     not belong to these weights",
+                    self.cfg.vocab_size
+                )));
+            }
+            first_token_rows.push(ids.len() as u32);
+            seq_lens.push(input.len());
+            ids.extend_from_slice(&input.ids);
+            match self.flavor {
+                Flavor::XlmRoberta => {
+                    // transformers: cumsum(ids != pad) * (ids != pad) + pad; a literal <pad> inside
+                    // the text takes position `pad` and does not advance the count.
+                    let mut count = 0;
+                    for &id in &input.ids {
+                        if id == pad {
+                            positions.push(pad);
+                        } else {
+                            count += 1;
+                            positions.push(pad + count);
+                        }
+                        type_ids.push(0);
+                    }
+                }
+                Flavor::Bert => {
+                    positions.extend(0..input.len() as u32);
+                    for &t in &input.type_ids {
+                        if t as usize >= self.cfg.type_vocab_size {
+                            return Err(Error::Input(format!(
+                                "segment id {t} is outside type_vocab_size {}",
+                                self.cfg.type_vocab_size
+                            )));
+                        }
+                        type_ids.push(t);
+                    }
+                }
+            }
+        }
+        let tensor = |v: Vec<u32>| Tensor::from_vec(v.clone(), v.len(), &self.device);
+        Ok(PackedBatch {
+            ids: tensor(ids)?,
+            type_ids: tensor(type_ids)?,
+            positions: tensor(positions)?,
+            first_token_rows: tensor(first_token_rows)?,
+            seq_lens,
+        })
+    }
+}
+
+/// A batch of sequences laid end to end.
+struct PackedBatch {
+    ids: Tensor,
+    type_ids: Tensor,
+    positions: Tensor,
+    first_token_rows: Tensor,
+    seq_lens: Vec<usize>,
+}

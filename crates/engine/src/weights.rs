@@ -1,0 +1,155 @@
+//! Memory-mapped safetensors weights (one file or shards) behind candle's `VarBuilder`, with errors
+//! that name the file and the tensor.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::VarBuilder;
+
+use crate::error::{Error, Result};
+use crate::model_dir::ModelDir;
+
+struct WeightFile {
+    /// File name as the user sees it in the model folder.
+    name: String,
+    tensors: MmapedSafetensors,
+}
+
+/// All weights of one model, looked up by tensor name across shards.
+pub struct Weights {
+    files: Vec<WeightFile>,
+    by_name: HashMap<String, usize>,
+}
+
+impl Weights {
+    pub fn open(dir: &ModelDir) -> Result<Self> {
+        let paths = dir.weight_files()?;
+        let mut files = Vec::with_capacity(paths.len());
+        let mut by_name = HashMap::new();
+        for path in &paths {
+            let tensors = open_file(path)?;
+            let index = files.len();
+            for (name, _) in tensors.tensors() {
+                by_name.insert(name, index);
+            }
+            files.push(WeightFile {
+                name: display_name(path),
+                tensors,
+            });
+        }
+        // The index must not promise tensors its shards lack.
+        if let Some(map) = dir.shard_map()? {
+            for (tensor, file) in map {
+                let found = by_name.get(&tensor).map(|&i| files[i].name.as_str());
+                if found != Some(file.as_str()) {
+                    return Err(Error::Tensor {
+                        file,
+                        name: tensor,
+                        message: "listed in model.safetensors.index.json but not in this shard"
+                            .into(),
+                    });
+                }
+            }
+        }
+        Ok(Self { files, by_name })
+    }
+
+    /// The floating-point dtype most of the weights are stored in.
+    pub fn stored_dtype(&self) -> DType {
+        let mut counts: HashMap<DType, usize> = HashMap::new();
+        for file in &self.files {
+            for (_, view) in file.tensors.tensors() {
+                if let Ok(dtype) = DType::try_from(view.dtype()) {
+                    if dtype.is_float() {
+                        *counts.entry(dtype).or_default() += 1;
+                    }
+                }
+            }
+        }
+        counts
+            .into_iter()
+            .max_by_key(|(dtype, n)| (*n, dtype.size_in_bytes()))
+            .map(|(d, _)| d)
+            .unwrap_or(DType::F32)
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+
+    pub fn into_var_builder(self, dtype: DType, device: &Device) -> VarBuilder<'static> {
+        VarBuilder::from_backend(Box::new(self), dtype, device.clone())
+    }
+
+    fn file_of(&self, name: &str) -> candle_core::Result<&WeightFile> {
+        match self.by_name.get(name) {
+            Some(&i) => Ok(&self.files[i]),
+            None => {
+                let files: Vec<&str> = self.files.iter().map(|f| f.name.as_str()).collect();
+                Err(candle_core::Error::msg(format!(
+                    "{}: tensor `{name}` is missing",
+                    files.join(", ")
+                )))
+            }
+        }
+    }
+}
+
+impl SimpleBackend for Weights {
+    fn get(
+        &self,
+        shape: Shape,
+        name: &str,
+        _init: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let tensor = self.get_unchecked(name, dtype, dev)?;
+        if tensor.shape() != &shape {
+            let file = self.file_of(name)?;
+            return Err(candle_core::Error::msg(format!(
+                "{}: tensor `{name}` has shape {:?}, expected {:?}",
+                file.name,
+                tensor.dims(),
+                shape.dims()
+            )));
+        }
+        Ok(tensor)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        let file = self.file_of(name)?;
+        let tensor = file.tensors.load(name, dev).map_err(|e| {
+            candle_core::Error::msg(format!("{}: tensor `{name}`: {e}", file.name))
+        })?;
+        tensor.to_dtype(dtype)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.contains(name)
+    }
+}
+
+fn display_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+fn open_file(path: &Path) -> Result<MmapedSafetensors> {
+    if !path.is_file() {
+        return Err(Error::Safetensors {
+            path: path.into(),
+            message: "file not found".into(),
+        });
+    }
+    // SAFETY: the mapping is read-only; a file changed under us while mapped is the user's hazard,
+    // as with every mmap-based loader (transformers, candle).
+    unsafe { MmapedSafetensors::new(path) }.map_err(|e| Error::Safetensors {
+        path: path.into(),
+        message: e.to_string(),
+    })
+}
