@@ -1,1 +1,60 @@
-fn main(){}
+//! `bge-rerank`: a thin command line over the engine.
+
+mod commands;
+mod jsonl;
+mod model_args;
+mod progress;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "bge-rerank", version, about = "Run BAAI BGE rerankers: FlagEmbedding's scores, from one binary")]
+struct Cli {
+    /// Say what was loaded and how (precision, batching) on stderr.
+    #[arg(long, short, global = true)]
+    verbose: bool,
+    /// No progress bar.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Score JSON Lines of {"query", "passage"}; writes each line back with "score" added.
+    Score(commands::score::ScoreArgs),
+    /// Show the exact token ids the model reads for each {"query", "passage"} line.
+    Tokenize(commands::tokenize::TokenizeArgs),
+    /// Rank documents against one query.
+    Rerank(commands::rerank::RerankArgs),
+    /// Measure scoring speed (pairs/s, tokens/s) on a workload file.
+    Bench(commands::bench::BenchArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let default_level = if cli.verbose { "info" } else { "warn" };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .init();
+    let ui = progress::Ui { quiet: cli.quiet };
+    let result = match cli.command {
+        Command::Score(args) => commands::score::run(args, ui),
+        Command::Tokenize(args) => commands::tokenize::run(args),
+        Command::Rerank(args) => commands::rerank::run(args, ui),
+        Command::Bench(args) => commands::bench::run(args, ui),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -2,14 +2,15 @@
 
 use std::path::Path;
 
-use candle_core::Device;
+use candle_core::{DType, Device};
 
 use crate::batch::{plan_batches, BatchLimits};
 use crate::config::Architecture;
 use crate::error::{read_json, Error, Result};
 use crate::input::{load_tokenizer, InputBuilder, InputOptions, ModelInput};
 use crate::model_dir::ModelDir;
-use crate::models::encoder::{self, CrossEncoder, Flavor};
+use crate::models::encoder::{self, CrossEncoder, Encoder, Flavor};
+use crate::models::layers::Numerics;
 use crate::models::ScoringModel;
 use crate::precision::{Precision, ResolvedPrecision};
 use crate::weights::Weights;
@@ -41,46 +42,23 @@ pub struct Reranker {
 impl Reranker {
     /// Loads a model folder or a Hugging Face id (through the local cache).
     pub fn load(model: &str, options: &LoadOptions) -> Result<Self> {
-        let dir = ModelDir::resolve(model)?;
-        let config_path = dir.config_path();
-        let architecture = Architecture::from_config_file(&config_path)?;
-        if !architecture.has_score_head() {
+        let folder = OpenedFolder::open(model, options.precision)?;
+        if !folder.architecture.has_score_head() {
             return Err(Error::Unsupported(format!(
                 "{}: `{}` is an encoder without a classification head, so it cannot score pairs; \
                  fine-tune it into a reranker first",
-                config_path.display(),
-                architecture.name()
+                folder.config_path.display(),
+                folder.architecture.name()
             )));
         }
-        let tokenizer_path = dir.tokenizer_path();
+        let tokenizer_path = folder.dir.tokenizer_path();
         let tokenizer = load_tokenizer(&tokenizer_path)?;
-        let weights = Weights::open(&dir)?;
-        let precision = options.precision.resolve(weights.stored_dtype());
-        tracing::debug!(model = %dir.root().display(), arch = architecture.name(), "{}", precision.explanation);
-        let device = Device::Cpu;
-        let load_error = |e: candle_core::Error| Error::Load {
-            path: dir.root().to_path_buf(),
-            message: e.to_string(),
-        };
-        let (inputs, model): (InputBuilder, Box<dyn ScoringModel>) = match architecture {
+        let (inputs, model): (InputBuilder, Box<dyn ScoringModel>) = match folder.architecture {
             Architecture::XlmRobertaForSequenceClassification
             | Architecture::BertForSequenceClassification => {
-                let flavor = if architecture == Architecture::BertForSequenceClassification {
-                    Flavor::Bert
-                } else {
-                    Flavor::XlmRoberta
-                };
-                let cfg: encoder::Config = read_json(&config_path)?;
-                let vb = weights.into_var_builder(candle_core::DType::F32, &device);
-                let model = CrossEncoder::load(vb, &cfg, flavor, precision.numerics).map_err(
-                    |e| match e {
-                        Error::Compute(e) => load_error(e),
-                        other => Error::Config {
-                            path: config_path.clone(),
-                            message: other.to_string(),
-                        },
-                    },
-                )?;
+                let (cfg, flavor) = folder.encoder_config()?;
+                let model = CrossEncoder::load(folder.var_builder(), &cfg, flavor, folder.numerics())
+                    .map_err(|e| folder.load_error(e))?;
                 (
                     InputBuilder::for_encoder(tokenizer, &tokenizer_path)?,
                     Box::new(model),
@@ -89,9 +67,9 @@ impl Reranker {
             Architecture::XlmRobertaModel | Architecture::BertModel => unreachable!("checked above"),
         };
         Ok(Self {
-            dir,
-            architecture,
-            precision,
+            dir: folder.dir,
+            architecture: folder.architecture,
+            precision: folder.precision,
             inputs,
             model,
         })
@@ -174,5 +152,78 @@ pub fn finish_score(raw: f32, normalize: bool) -> f64 {
         1.0 / (1.0 + (-raw).exp())
     } else {
         raw
+    }
+}
+
+/// Loads the encoder body of an XLM-R or BERT checkpoint, with or without a classification head
+/// (e.g. all-MiniLM-L6-v2's `BertModel` weights), with its input builder.
+pub fn load_encoder(model: &str, precision: Precision) -> Result<(Encoder, InputBuilder)> {
+    let folder = OpenedFolder::open(model, precision)?;
+    let (cfg, flavor) = folder.encoder_config()?;
+    let encoder = Encoder::load(folder.var_builder(), &cfg, flavor, folder.numerics())
+        .map_err(|e| folder.load_error(e))?;
+    let tokenizer_path = folder.dir.tokenizer_path();
+    let inputs = InputBuilder::for_encoder(load_tokenizer(&tokenizer_path)?, &tokenizer_path)?;
+    Ok((encoder, inputs))
+}
+
+/// A model folder with its config read and its weights mapped: what every family's loader needs.
+struct OpenedFolder {
+    dir: ModelDir,
+    config_path: std::path::PathBuf,
+    architecture: Architecture,
+    weights: Weights,
+    precision: ResolvedPrecision,
+}
+
+impl OpenedFolder {
+    fn open(model: &str, precision: Precision) -> Result<Self> {
+        let dir = ModelDir::resolve(model)?;
+        let config_path = dir.config_path();
+        let architecture = Architecture::from_config_file(&config_path)?;
+        let weights = Weights::open(&dir)?;
+        let precision = precision.resolve(weights.stored_dtype());
+        tracing::debug!(model = %dir.root().display(), arch = architecture.name(), "{}", precision.explanation);
+        Ok(Self {
+            dir,
+            config_path,
+            architecture,
+            weights,
+            precision,
+        })
+    }
+
+    fn encoder_config(&self) -> Result<(encoder::Config, Flavor)> {
+        let flavor = match self.architecture {
+            Architecture::BertForSequenceClassification | Architecture::BertModel => Flavor::Bert,
+            Architecture::XlmRobertaForSequenceClassification | Architecture::XlmRobertaModel => {
+                Flavor::XlmRoberta
+            }
+        };
+        Ok((read_json(&self.config_path)?, flavor))
+    }
+
+    fn numerics(&self) -> Numerics {
+        self.precision.numerics
+    }
+
+    /// Weights are read as f32; `Numerics` rounds them where a lower precision was asked for.
+    fn var_builder(&self) -> candle_nn::VarBuilder<'static> {
+        self.weights.var_builder(DType::F32, &Device::Cpu)
+    }
+
+    /// Tensor errors already name file and tensor; config-level ones get the config path.
+    fn load_error(&self, error: Error) -> Error {
+        match error {
+            Error::Compute(e) => Error::Load {
+                path: self.dir.root().to_path_buf(),
+                message: e.to_string(),
+            },
+            Error::Unsupported(message) => Error::Config {
+                path: self.config_path.clone(),
+                message,
+            },
+            other => other,
+        }
     }
 }

@@ -12,13 +12,15 @@ use candle_nn::VarBuilder;
 use crate::error::{Error, Result};
 use crate::model_dir::ModelDir;
 
+#[derive(Clone)]
 struct WeightFile {
     /// File name as the user sees it in the model folder.
     name: String,
-    tensors: MmapedSafetensors,
+    tensors: std::sync::Arc<MmapedSafetensors>,
 }
 
-/// All weights of one model, looked up by tensor name across shards.
+/// All weights of one model, looked up by tensor name across shards. Cloning shares the mappings.
+#[derive(Clone)]
 pub struct Weights {
     files: Vec<WeightFile>,
     by_name: HashMap<String, usize>,
@@ -37,7 +39,7 @@ impl Weights {
             }
             files.push(WeightFile {
                 name: display_name(path),
-                tensors,
+                tensors: std::sync::Arc::new(tensors),
             });
         }
         // The index must not promise tensors its shards lack.
@@ -80,8 +82,8 @@ impl Weights {
         self.by_name.contains_key(name)
     }
 
-    pub fn into_var_builder(self, dtype: DType, device: &Device) -> VarBuilder<'static> {
-        VarBuilder::from_backend(Box::new(self), dtype, device.clone())
+    pub fn var_builder(&self, dtype: DType, device: &Device) -> VarBuilder<'static> {
+        VarBuilder::from_backend(Box::new(self.clone()), dtype, device.clone())
     }
 
     fn file_of(&self, name: &str) -> candle_core::Result<&WeightFile> {

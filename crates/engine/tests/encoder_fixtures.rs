@@ -21,10 +21,57 @@ fn options_from_kwargs(kwargs: &Value) -> ScoreOptions {
     }
 }
 
+/// Checks one expected file: input ids exactly, raw and normalized scores within `tolerance`.
+fn check_setting(file: &str, model: &str, kwargs: &Value, precision: Precision, tolerance: f64) {
+    let reranker = Reranker::load(&fixture_model(model), &LoadOptions { precision }).unwrap();
+    let expected = read_jsonl(&fixtures().join("expected").join(file));
+    assert_eq!(expected.len(), 42, "{file}: one row per case");
+    let pairs: Vec<(String, String)> = expected
+        .iter()
+        .map(|row| {
+            (
+                row["query"].as_str().unwrap().to_string(),
+                row["passage"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let mut options = options_from_kwargs(kwargs);
+
+    let inputs = reranker.build_inputs(&pairs, &options.input).unwrap();
+    for (row, input) in expected.iter().zip(&inputs) {
+        let ids: Vec<u32> = row["input_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(input.ids, ids, "{file} {}: input_ids", row["id"]);
+    }
+
+    let raw = reranker.compute_score(&pairs, &options).unwrap();
+    options.normalize = true;
+    let normalized = reranker.compute_score(&pairs, &options).unwrap();
+    for ((row, score), norm) in expected.iter().zip(&raw).zip(&normalized) {
+        let want = row["score"].as_f64().unwrap();
+        let want_norm = row["normalized"].as_f64().unwrap();
+        assert!(
+            (score - want).abs() <= tolerance,
+            "{file} {}: score {score} vs FlagEmbedding {want}",
+            row["id"]
+        );
+        assert!(
+            (norm - want_norm).abs() <= tolerance,
+            "{file} {}: normalized {norm} vs FlagEmbedding {want_norm}",
+            row["id"]
+        );
+    }
+}
+
 #[test]
-fn every_encoder_setting_matches_flagembedding() {
-    let mut checked = 0;
-    for (file, setting) in settings("xlmr-reranker") {
+fn every_xlmr_setting_matches_flagembedding() {
+    let settings = settings("xlmr-reranker");
+    assert_eq!(settings.len(), 9, "all nine xlmr settings are present");
+    for (file, setting) in settings {
         let precision = match setting["compute_dtype"].as_str().unwrap() {
             "float32" => Precision::Auto,
             "bfloat16" => Precision::Bf16,
@@ -33,50 +80,44 @@ fn every_encoder_setting_matches_flagembedding() {
         // Float32 engines: 1e-4. bf16 is another calculation: twice PyTorch's own bf16-vs-f32 gap.
         let tolerance = if precision == Precision::Bf16 { 2.0 * 3.07e-2 } else { 1e-4 };
         let model = setting["model"].as_str().unwrap();
-        let reranker = Reranker::load(&fixture_model(model), &LoadOptions { precision }).unwrap();
-        let expected = read_jsonl(&fixtures().join("expected").join(&file));
-        let pairs: Vec<(String, String)> = expected
-            .iter()
-            .map(|row| {
-                (
-                    row["query"].as_str().unwrap().to_string(),
-                    row["passage"].as_str().unwrap().to_string(),
-                )
-            })
-            .collect();
-        let mut options = options_from_kwargs(&setting["kwargs"]);
-
-        let inputs = reranker.build_inputs(&pairs, &options.input).unwrap();
-        for (row, input) in expected.iter().zip(&inputs) {
-            let ids: Vec<u32> = row["input_ids"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_u64().unwrap() as u32)
-                .collect();
-            assert_eq!(input.ids, ids, "{file} {}: input_ids", row["id"]);
-        }
-
-        let raw = reranker.compute_score(&pairs, &options).unwrap();
-        options.normalize = true;
-        let normalized = reranker.compute_score(&pairs, &options).unwrap();
-        for ((row, score), norm) in expected.iter().zip(&raw).zip(&normalized) {
-            let want = row["score"].as_f64().unwrap();
-            let want_norm = row["normalized"].as_f64().unwrap();
-            assert!(
-                (score - want).abs() <= tolerance,
-                "{file} {}: score {score} vs FlagEmbedding {want}",
-                row["id"]
-            );
-            assert!(
-                (norm - want_norm).abs() <= tolerance,
-                "{file} {}: normalized {norm} vs FlagEmbedding {want_norm}",
-                row["id"]
-            );
-        }
-        checked += 1;
+        check_setting(&file, model, &setting["kwargs"], precision, tolerance);
     }
-    assert_eq!(checked, 9, "all nine xlmr settings are checked");
+}
+
+/// A tiny random BertForSequenceClassification with the real all-MiniLM-L6-v2 WordPiece tokenizer,
+/// scored by FlagEmbedding 1.4.2 (tests/fixtures/make_bert_fixture.py).
+#[test]
+fn bert_cross_encoder_matches_flagembedding() {
+    check_setting(
+        "bert-reranker__default.jsonl",
+        "bert-reranker",
+        &serde_json::json!({}),
+        Precision::Auto,
+        1e-4,
+    );
+    check_setting(
+        "bert-reranker__max_length_32.jsonl",
+        "bert-reranker",
+        &serde_json::json!({"max_length": 32}),
+        Precision::Auto,
+        1e-4,
+    );
+}
+
+#[test]
+fn bert_segment_ids_mark_the_passage() {
+    let reranker = Reranker::load(&fixture_model("bert-reranker"), &LoadOptions::default()).unwrap();
+    let expected = read_jsonl(&fixtures().join("expected/bert-reranker__default.jsonl"));
+    let row = &expected[1];
+    let pair = [(row["query"].as_str().unwrap(), row["passage"].as_str().unwrap())];
+    let input = &reranker.build_inputs(&pair, &Default::default()).unwrap()[0];
+    let want: Vec<u32> = row["token_type_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as u32)
+        .collect();
+    assert_eq!(input.type_ids, want);
 }
 
 fn case_pairs() -> Vec<(String, String)> {

@@ -172,46 +172,40 @@ impl EncoderLayer {
     }
 }
 
-/// The classification head: dense + tanh on the first token, then a projection to one logit.
-struct ScoreHead {
-    dense: Dense,
-    out: Dense,
-}
-
-/// An encoder with a one-logit classification head: a cross-encoder reranker.
-pub struct CrossEncoder {
+/// The encoder body: embeddings and transformer layers, as in `XLMRobertaModel` / `BertModel`.
+pub struct Encoder {
     flavor: Flavor,
     word_embeddings: Embedding,
     position_embeddings: Embedding,
     token_type_embeddings: Embedding,
     embedding_norm: LayerNorm,
     layers: Vec<EncoderLayer>,
-    head: ScoreHead,
     numerics: Numerics,
     cfg: Config,
     device: Device,
 }
 
-impl CrossEncoder {
+impl Encoder {
+    /// Loads the body from `vb`, whose tensors may or may not carry the `roberta.`/`bert.` prefix
+    /// (checkpoints with a head have it; bare `BertModel` checkpoints such as all-MiniLM-L6-v2 do not).
     pub fn load(vb: VarBuilder, cfg: &Config, flavor: Flavor, numerics: Numerics) -> Result<Self> {
         cfg.validate().map_err(Error::Unsupported)?;
-        if cfg.num_labels() != 1 {
-            return Err(Error::Unsupported(format!(
-                "the classification head has {} labels; a reranker has exactly one output",
-                cfg.num_labels()
-            )));
-        }
-        Ok(Self::load_inner(vb, cfg, flavor, numerics)?)
+        let prefixed = vb.pp(flavor.prefix());
+        let base = if prefixed.contains_tensor("embeddings.word_embeddings.weight") {
+            prefixed
+        } else {
+            vb
+        };
+        Ok(Self::load_body(base, cfg, flavor, numerics)?)
     }
 
-    fn load_inner(
-        vb: VarBuilder,
+    fn load_body(
+        base: VarBuilder,
         cfg: &Config,
         flavor: Flavor,
         numerics: Numerics,
     ) -> candle_core::Result<Self> {
         let h = cfg.hidden_size;
-        let base = vb.pp(flavor.prefix());
         let emb = base.pp("embeddings");
         let embedding = |name: &str, rows: usize| -> candle_core::Result<Embedding> {
             let w = numerics.weight(&emb.pp(name), &[rows, h], "weight")?;
@@ -220,16 +214,6 @@ impl CrossEncoder {
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| EncoderLayer::load(base.pp("encoder.layer").pp(i), cfg, numerics))
             .collect::<candle_core::Result<Vec<_>>>()?;
-        let head = match flavor {
-            Flavor::XlmRoberta => ScoreHead {
-                dense: Dense::load(vb.pp("classifier.dense"), h, h, true, numerics)?,
-                out: Dense::load(vb.pp("classifier.out_proj"), h, 1, true, numerics)?,
-            },
-            Flavor::Bert => ScoreHead {
-                dense: Dense::load(base.pp("pooler.dense"), h, h, true, numerics)?,
-                out: Dense::load(vb.pp("classifier"), h, 1, true, numerics)?,
-            },
-        };
         Ok(Self {
             flavor,
             word_embeddings: embedding("word_embeddings", cfg.vocab_size)?,
@@ -237,11 +221,14 @@ impl CrossEncoder {
             token_type_embeddings: embedding("token_type_embeddings", cfg.type_vocab_size)?,
             embedding_norm: LayerNorm::load(emb.pp("LayerNorm"), h, cfg.layer_norm_eps, numerics)?,
             layers,
-            head,
             numerics,
             cfg: cfg.clone(),
-            device: vb.device().clone(),
+            device: base.device().clone(),
         })
+    }
+
+    pub fn hidden_size(&self) -> usize {
+        self.cfg.hidden_size
     }
 
     /// The longest input the position table allows.
@@ -255,14 +242,10 @@ impl CrossEncoder {
         }
     }
 
-    /// One logit per input.
-    pub fn score(&self, inputs: &[&ModelInput]) -> Result<Vec<f32>> {
-        if inputs.is_empty() {
-            return Ok(Vec::new());
-        }
+    /// The final hidden state of each input's first token (`<s>` / `[CLS]`): (inputs, hidden).
+    pub fn first_token_states(&self, inputs: &[&ModelInput]) -> Result<Tensor> {
         let packed = self.pack(inputs)?;
-        let logits = self.forward(&packed)?;
-        Ok(logits.to_dtype(DType::F32)?.to_vec1::<f32>()?)
+        Ok(self.forward(&packed)?)
     }
 
     fn forward(&self, packed: &PackedBatch) -> candle_core::Result<Tensor> {
@@ -273,9 +256,7 @@ impl CrossEncoder {
         for layer in &self.layers {
             x = layer.forward(&x, &packed.seq_lens)?;
         }
-        let first_tokens = x.index_select(&packed.first_token_rows, 0)?;
-        let pooled = self.head.dense.forward(&first_tokens)?.tanh()?;
-        self.head.out.forward(&pooled)?.squeeze(1)
+        x.index_select(&packed.first_token_rows, 0)
     }
 
     fn pack(&self, inputs: &[&ModelInput]) -> Result<PackedBatch> {
@@ -358,4 +339,55 @@ struct PackedBatch {
     positions: Tensor,
     first_token_rows: Tensor,
     seq_lens: Vec<usize>,
+}
+
+/// An encoder with a one-logit classification head (dense + tanh on the first token, then a
+/// projection): a cross-encoder reranker.
+pub struct CrossEncoder {
+    encoder: Encoder,
+    dense: Dense,
+    out: Dense,
+}
+
+impl CrossEncoder {
+    pub fn load(vb: VarBuilder, cfg: &Config, flavor: Flavor, numerics: Numerics) -> Result<Self> {
+        if cfg.num_labels() != 1 {
+            return Err(Error::Unsupported(format!(
+                "the classification head has {} labels; a reranker has exactly one output",
+                cfg.num_labels()
+            )));
+        }
+        let encoder = Encoder::load(vb.clone(), cfg, flavor, numerics)?;
+        let h = cfg.hidden_size;
+        let (dense, out) = match flavor {
+            Flavor::XlmRoberta => (
+                Dense::load(vb.pp("classifier.dense"), h, h, true, numerics)?,
+                Dense::load(vb.pp("classifier.out_proj"), h, 1, true, numerics)?,
+            ),
+            Flavor::Bert => (
+                Dense::load(vb.pp("bert.pooler.dense"), h, h, true, numerics)?,
+                Dense::load(vb.pp("classifier"), h, 1, true, numerics)?,
+            ),
+        };
+        Ok(Self {
+            encoder,
+            dense,
+            out,
+        })
+    }
+
+    pub fn max_input_tokens(&self) -> usize {
+        self.encoder.max_input_tokens()
+    }
+
+    /// One logit per input.
+    pub fn score(&self, inputs: &[&ModelInput]) -> Result<Vec<f32>> {
+        if inputs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let states = self.encoder.first_token_states(inputs)?;
+        let pooled = self.dense.forward(&states)?.tanh()?;
+        let logits = self.out.forward(&pooled)?.squeeze(1)?;
+        Ok(logits.to_dtype(DType::F32)?.to_vec1::<f32>()?)
+    }
 }

@@ -1,0 +1,4 @@
+pub mod bench;
+pub mod rerank;
+pub mod score;
+pub mod tokenize;

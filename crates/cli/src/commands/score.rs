@@ -1,0 +1,42 @@
+//! `bge-rerank score`: JSON Lines of pairs in, the same lines with "score" out.
+
+use clap::Args;
+use serde_json::{json, Value};
+
+use crate::jsonl::{read_pairs, write_lines};
+use crate::model_args::{score_options, BatchArgs, InputArgs, ModelArgs};
+use crate::progress::Ui;
+
+#[derive(Args)]
+pub struct ScoreArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// JSON Lines of {"query", "passage", ...}; - for stdin.
+    #[arg(long, short, default_value = "-")]
+    input: String,
+    /// Where to write the scored lines; - for stdout.
+    #[arg(long, short, default_value = "-")]
+    output: String,
+    /// Map scores to [0, 1] with the sigmoid, as FlagEmbedding's normalize=True.
+    #[arg(long)]
+    normalize: bool,
+    #[command(flatten)]
+    inputs: InputArgs,
+    #[command(flatten)]
+    batch: BatchArgs,
+}
+
+pub fn run(args: ScoreArgs, ui: Ui) -> anyhow::Result<()> {
+    let options = score_options(&args.inputs, &args.batch, args.normalize)?;
+    let (objects, pairs) = read_pairs(&args.input)?;
+    let reranker = args.model.load()?;
+    let bar = ui.pairs_bar(pairs.len());
+    let scores =
+        reranker.compute_score_with_progress(&pairs, &options, &|n| bar.inc(n as u64))?;
+    bar.finish_and_clear();
+    let lines = objects.into_iter().zip(scores).map(|(mut object, score)| {
+        object.insert("score".into(), json!(score));
+        Value::Object(object).to_string()
+    });
+    write_lines(&args.output, lines)
+}

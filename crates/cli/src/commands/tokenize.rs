@@ -1,0 +1,32 @@
+//! `bge-rerank tokenize`: the exact, unpadded token ids the model reads for each pair.
+
+use clap::Args;
+use serde_json::{json, Value};
+
+use crate::jsonl::{read_pairs, write_lines};
+use crate::model_args::{InputArgs, ModelArgs};
+
+#[derive(Args)]
+pub struct TokenizeArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// JSON Lines of {"query", "passage", ...}; - for stdin.
+    #[arg(long, short, default_value = "-")]
+    input: String,
+    /// Where to write the lines with "input_ids"; - for stdout.
+    #[arg(long, short, default_value = "-")]
+    output: String,
+    #[command(flatten)]
+    inputs: InputArgs,
+}
+
+pub fn run(args: TokenizeArgs) -> anyhow::Result<()> {
+    let (objects, pairs) = read_pairs(&args.input)?;
+    let reranker = args.model.load()?;
+    let inputs = reranker.build_inputs(&pairs, &args.inputs.options())?;
+    let lines = objects.into_iter().zip(inputs).map(|(mut object, input)| {
+        object.insert("input_ids".into(), json!(input.ids));
+        Value::Object(object).to_string()
+    });
+    write_lines(&args.output, lines)
+}

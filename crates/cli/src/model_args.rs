@@ -1,0 +1,92 @@
+//! The options every scoring command shares: which model, and FlagEmbedding's knobs.
+
+use bge_rerank_engine::{
+    BatchLimits, InputOptions, LoadOptions, Precision, Reranker, ScoreOptions,
+};
+use clap::Args;
+
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Model folder, or Hugging Face id resolved through the local cache (e.g. BAAI/bge-reranker-v2-m3).
+    #[arg(long, short)]
+    pub model: String,
+    /// Precision: auto (as stored, computed in f32 on CPU), f32, f16 or bf16.
+    #[arg(long, default_value = "auto", value_parser = parse_precision)]
+    pub dtype: Precision,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct InputArgs {
+    /// Longest passage (and pair) in tokens, as FlagEmbedding's max_length.
+    #[arg(long, default_value_t = 512)]
+    pub max_length: usize,
+    /// Token budget of the query [default: 3/4 of max-length].
+    #[arg(long)]
+    pub query_max_length: Option<usize>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BatchArgs {
+    /// Pairs per batch at most.
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    /// Real tokens per batch at most (batches are packed, so this bounds memory, not scores).
+    #[arg(long, default_value_t = BatchLimits::default().max_batch_tokens)]
+    pub max_batch_tokens: usize,
+}
+
+fn parse_precision(s: &str) -> Result<Precision, String> {
+    s.parse().map_err(|e: bge_rerank_engine::Error| e.to_string())
+}
+
+impl ModelArgs {
+    pub fn load(&self) -> anyhow::Result<Reranker> {
+        let reranker = Reranker::load(
+            &self.model,
+            &LoadOptions {
+                precision: self.dtype,
+            },
+        )?;
+        tracing::info!(
+            "model {} ({}); dtype {}: {}",
+            reranker.model_dir().display(),
+            reranker.architecture().name(),
+            reranker.precision().compute,
+            reranker.precision().explanation
+        );
+        Ok(reranker)
+    }
+}
+
+impl InputArgs {
+    pub fn options(&self) -> InputOptions {
+        InputOptions {
+            max_length: self.max_length,
+            query_max_length: self.query_max_length,
+        }
+    }
+}
+
+impl BatchArgs {
+    pub fn limits(&self) -> anyhow::Result<BatchLimits> {
+        if self.batch_size == 0 || self.max_batch_tokens == 0 {
+            anyhow::bail!("--batch-size and --max-batch-tokens must be at least 1");
+        }
+        Ok(BatchLimits {
+            batch_size: self.batch_size,
+            max_batch_tokens: self.max_batch_tokens,
+        })
+    }
+}
+
+pub fn score_options(
+    input: &InputArgs,
+    batch: &BatchArgs,
+    normalize: bool,
+) -> anyhow::Result<ScoreOptions> {
+    Ok(ScoreOptions {
+        input: input.options(),
+        batch: batch.limits()?,
+        normalize,
+    })
+}
