@@ -55,10 +55,14 @@ pub fn string_field(
     }
 }
 
+/// Input lines kept whole (to be written back with a field added), and their (query, passage).
+pub struct PairLines {
+    pub objects: Vec<Map<String, Value>>,
+    pub pairs: Vec<(String, String)>,
+}
+
 /// (query, passage) pairs from `{"query", "passage", ...}` lines.
-pub fn read_pairs(
-    source: &str,
-) -> anyhow::Result<(Vec<Map<String, Value>>, Vec<(String, String)>)> {
+pub fn read_pairs(source: &str) -> anyhow::Result<PairLines> {
     let text = read_input(source)?;
     let name = display_source(source);
     let rows = parse_objects(&name, &text)?;
@@ -70,7 +74,7 @@ pub fn read_pairs(
         pairs.push((query, passage));
         objects.push(object);
     }
-    Ok((objects, pairs))
+    Ok(PairLines { objects, pairs })
 }
 
 pub fn display_source(source: &str) -> String {
@@ -101,7 +105,8 @@ pub fn write_lines(target: &str, lines: impl Iterator<Item = String>) -> anyhow:
     }
     if target == "-" {
         let mut out = std::io::stdout().lock();
-        out.write_all(body.as_bytes()).context("writing standard output")?;
+        out.write_all(body.as_bytes())
+            .context("writing standard output")?;
         return out.flush().context("writing standard output");
     }
     let path = Path::new(target);
@@ -111,7 +116,10 @@ pub fn write_lines(target: &str, lines: impl Iterator<Item = String>) -> anyhow:
 }
 
 fn temp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(format!(".tmp-{}", std::process::id()));
     path.with_file_name(name)
 }

@@ -8,7 +8,11 @@ mod progress;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "bge-rerank", version, about = "Run BAAI BGE rerankers: FlagEmbedding's scores, from one binary")]
+#[command(
+    name = "bge-rerank",
+    version,
+    about = "Run BAAI BGE rerankers: FlagEmbedding's scores, from one binary"
+)]
 struct Cli {
     /// Say what was loaded and how (precision, batching) on stderr.
     #[arg(long, short, global = true)]
@@ -38,6 +42,7 @@ fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),

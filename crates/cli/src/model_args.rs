@@ -13,6 +13,9 @@ pub struct ModelArgs {
     /// Precision: auto (as stored, computed in f32 on CPU), f32, f16 or bf16.
     #[arg(long, default_value = "auto", value_parser = parse_precision)]
     pub dtype: Precision,
+    /// A peft LoRA adapter folder to merge into an LLM reranker (FlagEmbedding's peft_path).
+    #[arg(long)]
+    pub adapter: Option<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -23,6 +26,13 @@ pub struct InputArgs {
     /// Token budget of the query [default: 3/4 of max-length].
     #[arg(long)]
     pub query_max_length: Option<usize>,
+    /// LLM rerankers' instruction [default: FlagEmbedding's].
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// Layerwise reranker: the layers that answer, e.g. 28 or 28,40 [default: the last]. With several,
+    /// "score" is a list in ascending layer order.
+    #[arg(long, value_delimiter = ',')]
+    pub cutoff_layers: Option<Vec<usize>>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -36,7 +46,8 @@ pub struct BatchArgs {
 }
 
 fn parse_precision(s: &str) -> Result<Precision, String> {
-    s.parse().map_err(|e: bge_rerank_engine::Error| e.to_string())
+    s.parse()
+        .map_err(|e: bge_rerank_engine::Error| e.to_string())
 }
 
 impl ModelArgs {
@@ -45,6 +56,7 @@ impl ModelArgs {
             &self.model,
             &LoadOptions {
                 precision: self.dtype,
+                adapter: self.adapter.clone(),
             },
         )?;
         tracing::info!(
@@ -63,6 +75,7 @@ impl InputArgs {
         InputOptions {
             max_length: self.max_length,
             query_max_length: self.query_max_length,
+            prompt: self.prompt.clone(),
         }
     }
 }
@@ -88,5 +101,6 @@ pub fn score_options(
         input: input.options(),
         batch: batch.limits()?,
         normalize,
+        cutoff_layers: input.cutoff_layers.clone(),
     })
 }

@@ -12,18 +12,37 @@ pub enum Architecture {
     /// A bare encoder (no classification head): loadable, e.g. as a start for fine-tuning.
     XlmRobertaModel,
     BertModel,
+    /// bge-reranker-v2-gemma.
+    GemmaForCausalLM,
+    /// bge-reranker-v2-minicpm-layerwise.
+    LayerWiseMiniCPMForCausalLM,
 }
 
 impl Architecture {
-    const ALL: [(Architecture, &'static str); 4] = [
-        (Self::XlmRobertaForSequenceClassification, "XLMRobertaForSequenceClassification"),
-        (Self::BertForSequenceClassification, "BertForSequenceClassification"),
+    const ALL: [(Architecture, &'static str); 6] = [
+        (
+            Self::XlmRobertaForSequenceClassification,
+            "XLMRobertaForSequenceClassification",
+        ),
+        (
+            Self::BertForSequenceClassification,
+            "BertForSequenceClassification",
+        ),
         (Self::XlmRobertaModel, "XLMRobertaModel"),
         (Self::BertModel, "BertModel"),
+        (Self::GemmaForCausalLM, "GemmaForCausalLM"),
+        (
+            Self::LayerWiseMiniCPMForCausalLM,
+            "LayerWiseMiniCPMForCausalLM",
+        ),
     ];
 
     pub fn name(self) -> &'static str {
-        Self::ALL.iter().find(|(a, _)| *a == self).map(|(_, n)| *n).unwrap_or("?")
+        Self::ALL
+            .iter()
+            .find(|(a, _)| *a == self)
+            .map(|(_, n)| *n)
+            .unwrap_or("?")
     }
 
     pub fn supported_names() -> Vec<&'static str> {
@@ -32,10 +51,7 @@ impl Architecture {
 
     /// Whether the checkpoint carries the head that turns the encoder into a reranker.
     pub fn has_score_head(self) -> bool {
-        matches!(
-            self,
-            Self::XlmRobertaForSequenceClassification | Self::BertForSequenceClassification
-        )
+        !matches!(self, Self::XlmRobertaModel | Self::BertModel)
     }
 
     /// Reads `architectures` (or, failing that, `model_type`) from config.json.

@@ -5,6 +5,12 @@
 //! tokenizer's post-processor assembles `<s> q </s></s> p </s>`, cutting only the passage to fit
 //! `max_length` -- by transformers' legacy rule, which cuts nothing at all when the passage is not longer
 //! than the overflow (the input then exceeds `max_length`).
+//!
+//! LLM rerankers (`FlagLLMReranker`, `LayerWiseFlagLLMReranker`): "A: " + query and "B: " + passage are
+//! tokenized alone (the query budget counts "A: "); `[bos] + query` and `sep + passage` are cut
+//! `only_second` (same legacy rule) to `max_length + len(sep) + len(prompt)`, then `sep + prompt` is
+//! appended. The separator is the tokenizer's "\n"; bos comes first (Gemma: only when it exists and
+//! differs from pad; layerwise: always).
 
 use std::path::Path;
 
@@ -35,6 +41,8 @@ pub struct InputOptions {
     pub max_length: usize,
     /// Token budget of the query; `None` means `max_length * 3 / 4`.
     pub query_max_length: Option<usize>,
+    /// LLM rerankers' instruction; `None` means FlagEmbedding's default.
+    pub prompt: Option<String>,
 }
 
 impl Default for InputOptions {
@@ -42,9 +50,14 @@ impl Default for InputOptions {
         Self {
             max_length: 512,
             query_max_length: None,
+            prompt: None,
         }
     }
 }
+
+/// FlagEmbedding's default instruction for the LLM rerankers.
+pub const DEFAULT_PROMPT: &str = "Given a query A and a passage B, determine whether the passage \
+contains an answer to the query by providing a prediction of either 'Yes' or 'No'.";
 
 impl InputOptions {
     pub fn query_budget(&self) -> usize {
@@ -87,11 +100,39 @@ pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
     Ok(tokenizer)
 }
 
-/// Builds model inputs for cross-encoders from (query, passage) pairs.
+/// A token named in tokenizer_config.json or special_tokens_map.json (`"bos_token"`, ...), as an id.
+pub fn special_token_id(model_dir: &Path, tokenizer: &Tokenizer, key: &str) -> Option<u32> {
+    for file in ["tokenizer_config.json", "special_tokens_map.json"] {
+        let Ok(text) = std::fs::read_to_string(model_dir.join(file)) else {
+            continue;
+        };
+        let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else {
+            continue;
+        };
+        let content = match json.get(key) {
+            Some(serde_json::Value::String(s)) => Some(s.as_str()),
+            Some(serde_json::Value::Object(o)) => o.get("content").and_then(|c| c.as_str()),
+            _ => None,
+        };
+        if let Some(content) = content {
+            return tokenizer.token_to_id(content);
+        }
+    }
+    None
+}
+
+/// How a family lays a pair out.
+enum PairStyle {
+    /// Special tokens the post-processor adds around a pair (4 for XLM-R, 3 for BERT).
+    Encoder { pair_specials: usize },
+    /// "A: q" / "B: p" with a separator and an instruction.
+    Llm { bos: Option<u32>, sep: Vec<u32> },
+}
+
+/// Builds model inputs from (query, passage) pairs, the way FlagEmbedding does for the family.
 pub struct InputBuilder {
     tokenizer: Tokenizer,
-    /// Special tokens the post-processor adds around a pair (4 for XLM-R, 3 for BERT).
-    pair_specials: usize,
+    style: PairStyle,
 }
 
 impl InputBuilder {
@@ -109,8 +150,29 @@ impl InputBuilder {
         };
         Ok(Self {
             tokenizer,
-            pair_specials,
+            style: PairStyle::Encoder { pair_specials },
         })
+    }
+
+    /// For the LLM rerankers; `bos` is prepended to the query when given.
+    pub fn for_llm(tokenizer: Tokenizer, bos: Option<u32>) -> Result<Self> {
+        let sep = encode_ids(&tokenizer, "\n")?;
+        Ok(Self {
+            tokenizer,
+            style: PairStyle::Llm { bos, sep },
+        })
+    }
+
+    pub fn is_llm(&self) -> bool {
+        matches!(self.style, PairStyle::Llm { .. })
+    }
+
+    /// The first id of `text` tokenized without special tokens (FlagEmbedding's "Yes" token).
+    pub fn first_token_id(&self, text: &str) -> Result<u32> {
+        encode_ids(&self.tokenizer, text)?
+            .first()
+            .copied()
+            .ok_or_else(|| Error::Tokenize(format!("{text:?} tokenizes to nothing")))
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
@@ -123,17 +185,56 @@ impl InputBuilder {
         options: &InputOptions,
     ) -> Result<Vec<ModelInput>> {
         options.validate()?;
-        let queries = self.encode_texts(pairs.iter().map(|(q, _)| q.as_ref()))?;
-        let passages = self.encode_texts(pairs.iter().map(|(_, p)| p.as_ref()))?;
-        queries
-            .into_iter()
-            .zip(passages)
-            .map(|(query, passage)| self.assemble(query, passage, options))
-            .collect()
+        match &self.style {
+            PairStyle::Encoder { pair_specials } => {
+                if options.prompt.is_some() {
+                    return Err(Error::InvalidOption(
+                        "a prompt applies to the LLM rerankers only, not to cross-encoders".into(),
+                    ));
+                }
+                let queries =
+                    self.encode_texts(pairs.iter().map(|(q, _)| q.as_ref().to_string()))?;
+                let passages =
+                    self.encode_texts(pairs.iter().map(|(_, p)| p.as_ref().to_string()))?;
+                queries
+                    .into_iter()
+                    .zip(passages)
+                    .map(|(query, passage)| self.assemble(query, passage, *pair_specials, options))
+                    .collect()
+            }
+            PairStyle::Llm { bos, sep } => {
+                let prompt = encode_ids(
+                    &self.tokenizer,
+                    options.prompt.as_deref().unwrap_or(DEFAULT_PROMPT),
+                )?;
+                let queries =
+                    self.encode_texts(pairs.iter().map(|(q, _)| format!("A: {}", q.as_ref())))?;
+                let passages =
+                    self.encode_texts(pairs.iter().map(|(_, p)| format!("B: {}", p.as_ref())))?;
+                let limit = options.max_length + sep.len() + prompt.len();
+                Ok(queries
+                    .into_iter()
+                    .zip(passages)
+                    .map(|(query, passage)| {
+                        let mut ids: Vec<u32> = bos.iter().copied().collect();
+                        ids.extend(&query.get_ids()[..query.len().min(options.query_budget())]);
+                        let passage = &passage.get_ids()[..passage.len().min(options.max_length)];
+                        let keep = only_second_keep(ids.len(), sep.len() + passage.len(), limit);
+                        ids.extend(sep.iter().chain(passage).take(keep));
+                        ids.extend(sep);
+                        ids.extend(&prompt);
+                        ModelInput {
+                            type_ids: vec![0; ids.len()],
+                            ids,
+                        }
+                    })
+                    .collect())
+            }
+        }
     }
 
-    fn encode_texts<'a>(&self, texts: impl Iterator<Item = &'a str>) -> Result<Vec<Encoding>> {
-        let texts: Vec<&str> = texts.collect();
+    fn encode_texts(&self, texts: impl Iterator<Item = String>) -> Result<Vec<Encoding>> {
+        let texts: Vec<String> = texts.collect();
         self.tokenizer
             .encode_batch(texts, false)
             .map_err(|e| Error::Tokenize(e.to_string()))
@@ -143,12 +244,13 @@ impl InputBuilder {
         &self,
         mut query: Encoding,
         mut passage: Encoding,
+        pair_specials: usize,
         options: &InputOptions,
     ) -> Result<ModelInput> {
         query.truncate(options.query_budget(), 0, TruncationDirection::Right);
         passage.truncate(options.max_length, 0, TruncationDirection::Right);
         let keep = only_second_keep(
-            query.len() + self.pair_specials,
+            query.len() + pair_specials,
             passage.len(),
             options.max_length,
         );
@@ -162,6 +264,14 @@ impl InputBuilder {
             type_ids: pair.get_type_ids().to_vec(),
         })
     }
+}
+
+fn encode_ids(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>> {
+    Ok(tokenizer
+        .encode(text, false)
+        .map_err(|e| Error::Tokenize(e.to_string()))?
+        .get_ids()
+        .to_vec())
 }
 
 /// How many tokens of the second sequence survive transformers' `only_second` truncation to `limit`,

@@ -19,6 +19,7 @@ pub mod batch;
 pub mod config;
 pub mod error;
 pub mod input;
+pub mod lora;
 pub mod model_dir;
 pub mod models;
 pub mod precision;

@@ -139,7 +139,9 @@ fn resolve_hub_id(id: &str, cache: hf_hub::Cache, offline: bool) -> Result<Model
     if offline {
         return Err(Error::ModelNotFound {
             model: id.into(),
-            message: format!("not in the Hugging Face cache at {cache_path} (offline: not downloading)"),
+            message: format!(
+                "not in the Hugging Face cache at {cache_path} (offline: not downloading)"
+            ),
         });
     }
     download(id, cache).map_err(|e| Error::ModelNotFound {

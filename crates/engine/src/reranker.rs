@@ -7,10 +7,12 @@ use candle_core::{DType, Device};
 use crate::batch::{plan_batches, BatchLimits};
 use crate::config::Architecture;
 use crate::error::{read_json, Error, Result};
-use crate::input::{load_tokenizer, InputBuilder, InputOptions, ModelInput};
+use crate::input::{load_tokenizer, special_token_id, InputBuilder, InputOptions, ModelInput};
 use crate::model_dir::ModelDir;
 use crate::models::encoder::{self, CrossEncoder, Encoder, Flavor};
+use crate::models::gemma::{self, GemmaReranker};
 use crate::models::layers::Numerics;
+use crate::models::minicpm::{self, LayerwiseReranker};
 use crate::models::ScoringModel;
 use crate::precision::{Precision, ResolvedPrecision};
 use crate::weights::Weights;
@@ -19,6 +21,8 @@ use crate::weights::Weights;
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
     pub precision: Precision,
+    /// A peft LoRA adapter folder merged into the weights at load (LLM rerankers' `peft_path`).
+    pub adapter: Option<std::path::PathBuf>,
 }
 
 /// How to score: FlagEmbedding's `compute_score` arguments, plus our batch token budget.
@@ -28,6 +32,8 @@ pub struct ScoreOptions {
     pub batch: BatchLimits,
     /// Apply the sigmoid (in f64, to the f32 logit) as FlagEmbedding's `normalize=True`.
     pub normalize: bool,
+    /// Layerwise reranker: the layers that answer (sorted and de-duplicated); `None` = the last.
+    pub cutoff_layers: Option<Vec<usize>>,
 }
 
 /// A loaded reranker, ready to score.
@@ -42,7 +48,7 @@ pub struct Reranker {
 impl Reranker {
     /// Loads a model folder or a Hugging Face id (through the local cache).
     pub fn load(model: &str, options: &LoadOptions) -> Result<Self> {
-        let folder = OpenedFolder::open(model, options.precision)?;
+        let mut folder = OpenedFolder::open(model, options.precision)?;
         if !folder.architecture.has_score_head() {
             return Err(Error::Unsupported(format!(
                 "{}: `{}` is an encoder without a classification head, so it cannot score pairs; \
@@ -51,20 +57,65 @@ impl Reranker {
                 folder.architecture.name()
             )));
         }
+        if let Some(adapter) = &options.adapter {
+            if !matches!(
+                folder.architecture,
+                Architecture::GemmaForCausalLM | Architecture::LayerWiseMiniCPMForCausalLM
+            ) {
+                return Err(Error::InvalidOption(format!(
+                    "LoRA adapters apply to the LLM rerankers; {} is a `{}`",
+                    folder.dir.root().display(),
+                    folder.architecture.name()
+                )));
+            }
+            folder.weights.merge_lora(adapter)?;
+        }
         let tokenizer_path = folder.dir.tokenizer_path();
         let tokenizer = load_tokenizer(&tokenizer_path)?;
         let (inputs, model): (InputBuilder, Box<dyn ScoringModel>) = match folder.architecture {
             Architecture::XlmRobertaForSequenceClassification
             | Architecture::BertForSequenceClassification => {
                 let (cfg, flavor) = folder.encoder_config()?;
-                let model = CrossEncoder::load(folder.var_builder(), &cfg, flavor, folder.numerics())
-                    .map_err(|e| folder.load_error(e))?;
+                let model =
+                    CrossEncoder::load(folder.var_builder(), &cfg, flavor, folder.numerics())
+                        .map_err(|e| folder.load_error(e))?;
                 (
                     InputBuilder::for_encoder(tokenizer, &tokenizer_path)?,
                     Box::new(model),
                 )
             }
-            Architecture::XlmRobertaModel | Architecture::BertModel => unreachable!("checked above"),
+            Architecture::GemmaForCausalLM => {
+                let cfg: gemma::Config = read_json(&folder.config_path)?;
+                let root = folder.dir.root();
+                let bos = special_token_id(root, &tokenizer, "bos_token");
+                let pad = special_token_id(root, &tokenizer, "pad_token");
+                // FlagLLMReranker prepends bos only when it exists and differs from pad.
+                let bos = bos.filter(|b| Some(*b) != pad);
+                let inputs = InputBuilder::for_llm(tokenizer, bos)?;
+                let yes = inputs.first_token_id("Yes")?;
+                let model = GemmaReranker::load(folder.var_builder(), &cfg, yes, folder.numerics())
+                    .map_err(|e| folder.load_error(e))?;
+                (inputs, Box::new(model))
+            }
+            Architecture::LayerWiseMiniCPMForCausalLM => {
+                let cfg: minicpm::Config = read_json(&folder.config_path)?;
+                let bos = special_token_id(folder.dir.root(), &tokenizer, "bos_token").ok_or_else(
+                    || Error::Tokenizer {
+                        path: tokenizer_path.clone(),
+                        message: "no bos_token: the layerwise reranker's inputs start with it"
+                            .into(),
+                    },
+                )?;
+                let model = LayerwiseReranker::load(folder.var_builder(), &cfg, folder.numerics())
+                    .map_err(|e| folder.load_error(e))?;
+                (
+                    InputBuilder::for_llm(tokenizer, Some(bos))?,
+                    Box::new(model),
+                )
+            }
+            Architecture::XlmRobertaModel | Architecture::BertModel => {
+                unreachable!("checked above")
+            }
         };
         Ok(Self {
             dir: folder.dir,
@@ -100,19 +151,26 @@ impl Reranker {
         self.inputs.build(pairs, options)
     }
 
-    /// Raw scores of prepared inputs, in input order. `progress` is told how many inputs each
-    /// finished batch held.
+    /// The layers that answer for a cutoff-layer request (sorted, de-duplicated, checked); empty for
+    /// families with one score.
+    pub fn resolve_layers(&self, requested: Option<&[usize]>) -> Result<Vec<usize>> {
+        self.model.resolve_layers(requested)
+    }
+
+    /// Raw scores of prepared inputs, in input order: one per resolved layer (or one). `progress` is
+    /// told how many inputs each finished batch held.
     pub fn score_inputs(
         &self,
         inputs: &[ModelInput],
         limits: BatchLimits,
+        layers: &[usize],
         progress: &dyn Fn(usize),
-    ) -> Result<Vec<f32>> {
+    ) -> Result<Vec<Vec<f32>>> {
         let lengths: Vec<usize> = inputs.iter().map(ModelInput::len).collect();
-        let mut scores = vec![0f32; inputs.len()];
+        let mut scores = vec![Vec::new(); inputs.len()];
         for batch in plan_batches(&lengths, limits) {
             let members: Vec<&ModelInput> = batch.iter().map(|&i| &inputs[i]).collect();
-            let batch_scores = self.model.score(&members)?;
+            let batch_scores = self.model.score(&members, layers)?;
             for (&i, score) in batch.iter().zip(batch_scores) {
                 scores[i] = score;
             }
@@ -121,26 +179,41 @@ impl Reranker {
         Ok(scores)
     }
 
-    /// FlagEmbedding's `compute_score(pairs, normalize)`: one score per pair, in order.
+    /// FlagEmbedding's `compute_score(pairs, normalize)` for one answering layer: one score per pair.
     pub fn compute_score<Q: AsRef<str>, P: AsRef<str>>(
         &self,
         pairs: &[(Q, P)],
         options: &ScoreOptions,
     ) -> Result<Vec<f64>> {
-        self.compute_score_with_progress(pairs, options, &|_| {})
+        self.compute_scores(pairs, options, &|_| {})?
+            .into_iter()
+            .map(|mut layers| match layers.len() {
+                1 => Ok(layers.remove(0)),
+                n => Err(Error::InvalidOption(format!(
+                    "{n} cutoff layers give {n} scores per pair; use compute_scores"
+                ))),
+            })
+            .collect()
     }
 
-    pub fn compute_score_with_progress<Q: AsRef<str>, P: AsRef<str>>(
+    /// Scores of every pair, in order: one per answering layer (ascending), or one.
+    pub fn compute_scores<Q: AsRef<str>, P: AsRef<str>>(
         &self,
         pairs: &[(Q, P)],
         options: &ScoreOptions,
         progress: &dyn Fn(usize),
-    ) -> Result<Vec<f64>> {
+    ) -> Result<Vec<Vec<f64>>> {
+        let layers = self.resolve_layers(options.cutoff_layers.as_deref())?;
         let inputs = self.build_inputs(pairs, &options.input)?;
-        let raw = self.score_inputs(&inputs, options.batch, progress)?;
+        let raw = self.score_inputs(&inputs, options.batch, &layers, progress)?;
         Ok(raw
             .into_iter()
-            .map(|s| finish_score(s, options.normalize))
+            .map(|layers| {
+                layers
+                    .into_iter()
+                    .map(|s| finish_score(s, options.normalize))
+                    .collect()
+            })
             .collect())
     }
 }
@@ -198,6 +271,12 @@ impl OpenedFolder {
             Architecture::BertForSequenceClassification | Architecture::BertModel => Flavor::Bert,
             Architecture::XlmRobertaForSequenceClassification | Architecture::XlmRobertaModel => {
                 Flavor::XlmRoberta
+            }
+            other => {
+                return Err(Error::Unsupported(format!(
+                    "`{}` is not an encoder",
+                    other.name()
+                )))
             }
         };
         Ok((read_json(&self.config_path)?, flavor))

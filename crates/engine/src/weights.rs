@@ -24,6 +24,8 @@ struct WeightFile {
 pub struct Weights {
     files: Vec<WeightFile>,
     by_name: HashMap<String, usize>,
+    /// Merged adapters: added (in f32) to the base tensor of the same name when it is read.
+    deltas: std::sync::Arc<HashMap<String, Tensor>>,
 }
 
 impl Weights {
@@ -56,7 +58,34 @@ impl Weights {
                 }
             }
         }
-        Ok(Self { files, by_name })
+        Ok(Self {
+            files,
+            by_name,
+            deltas: Default::default(),
+        })
+    }
+
+    /// Merges a peft LoRA adapter folder into these weights.
+    pub fn merge_lora(&mut self, adapter_dir: &Path) -> Result<()> {
+        let deltas = crate::lora::load_deltas(adapter_dir, &|name| self.contains(name))?;
+        let mut merged = (*self.deltas).clone();
+        for (name, delta) in deltas {
+            let base = self.get_unchecked(&name, DType::F32, &Device::Cpu)?;
+            if base.dims() != delta.dims() {
+                return Err(Error::Tensor {
+                    file: "adapter_model.safetensors".into(),
+                    name,
+                    message: format!(
+                        "B A has shape {:?} but the base weight has {:?}",
+                        delta.dims(),
+                        base.dims()
+                    ),
+                });
+            }
+            merged.insert(name, delta);
+        }
+        self.deltas = std::sync::Arc::new(merged);
+        Ok(())
     }
 
     /// The floating-point dtype most of the weights are stored in.
@@ -124,10 +153,14 @@ impl SimpleBackend for Weights {
 
     fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
         let file = self.file_of(name)?;
-        let tensor = file.tensors.load(name, dev).map_err(|e| {
-            candle_core::Error::msg(format!("{}: tensor `{name}`: {e}", file.name))
-        })?;
-        tensor.to_dtype(dtype)
+        let tensor = file
+            .tensors
+            .load(name, dev)
+            .map_err(|e| candle_core::Error::msg(format!("{}: tensor `{name}`: {e}", file.name)))?;
+        match self.deltas.get(name) {
+            Some(delta) => (tensor.to_dtype(DType::F32)? + delta.to_device(dev)?)?.to_dtype(dtype),
+            None => tensor.to_dtype(dtype),
+        }
     }
 
     fn contains_tensor(&self, name: &str) -> bool {

@@ -2,70 +2,8 @@
 
 mod common;
 
-use bge_rerank_engine::{BatchLimits, InputOptions, LoadOptions, Precision, Reranker, ScoreOptions};
-use common::{fixture_model, fixtures, read_jsonl, settings};
-use serde_json::Value;
-
-fn options_from_kwargs(kwargs: &Value) -> ScoreOptions {
-    let get = |key: &str| kwargs.get(key).and_then(Value::as_u64).map(|v| v as usize);
-    ScoreOptions {
-        input: InputOptions {
-            max_length: get("max_length").unwrap_or(512),
-            query_max_length: get("query_max_length"),
-        },
-        batch: BatchLimits {
-            batch_size: get("batch_size").unwrap_or(128),
-            ..Default::default()
-        },
-        normalize: false,
-    }
-}
-
-/// Checks one expected file: input ids exactly, raw and normalized scores within `tolerance`.
-fn check_setting(file: &str, model: &str, kwargs: &Value, precision: Precision, tolerance: f64) {
-    let reranker = Reranker::load(&fixture_model(model), &LoadOptions { precision }).unwrap();
-    let expected = read_jsonl(&fixtures().join("expected").join(file));
-    assert_eq!(expected.len(), 42, "{file}: one row per case");
-    let pairs: Vec<(String, String)> = expected
-        .iter()
-        .map(|row| {
-            (
-                row["query"].as_str().unwrap().to_string(),
-                row["passage"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect();
-    let mut options = options_from_kwargs(kwargs);
-
-    let inputs = reranker.build_inputs(&pairs, &options.input).unwrap();
-    for (row, input) in expected.iter().zip(&inputs) {
-        let ids: Vec<u32> = row["input_ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect();
-        assert_eq!(input.ids, ids, "{file} {}: input_ids", row["id"]);
-    }
-
-    let raw = reranker.compute_score(&pairs, &options).unwrap();
-    options.normalize = true;
-    let normalized = reranker.compute_score(&pairs, &options).unwrap();
-    for ((row, score), norm) in expected.iter().zip(&raw).zip(&normalized) {
-        let want = row["score"].as_f64().unwrap();
-        let want_norm = row["normalized"].as_f64().unwrap();
-        assert!(
-            (score - want).abs() <= tolerance,
-            "{file} {}: score {score} vs FlagEmbedding {want}",
-            row["id"]
-        );
-        assert!(
-            (norm - want_norm).abs() <= tolerance,
-            "{file} {}: normalized {norm} vs FlagEmbedding {want_norm}",
-            row["id"]
-        );
-    }
-}
+use bge_rerank_engine::{BatchLimits, LoadOptions, Precision, Reranker, ScoreOptions};
+use common::{check_setting, fixture_model, fixtures, read_jsonl, settings};
 
 #[test]
 fn every_xlmr_setting_matches_flagembedding() {
@@ -78,7 +16,11 @@ fn every_xlmr_setting_matches_flagembedding() {
             other => panic!("unexpected compute dtype {other}"),
         };
         // Float32 engines: 1e-4. bf16 is another calculation: twice PyTorch's own bf16-vs-f32 gap.
-        let tolerance = if precision == Precision::Bf16 { 2.0 * 3.07e-2 } else { 1e-4 };
+        let tolerance = if precision == Precision::Bf16 {
+            2.0 * 3.07e-2
+        } else {
+            1e-4
+        };
         let model = setting["model"].as_str().unwrap();
         check_setting(&file, model, &setting["kwargs"], precision, tolerance);
     }
@@ -106,10 +48,14 @@ fn bert_cross_encoder_matches_flagembedding() {
 
 #[test]
 fn bert_segment_ids_mark_the_passage() {
-    let reranker = Reranker::load(&fixture_model("bert-reranker"), &LoadOptions::default()).unwrap();
+    let reranker =
+        Reranker::load(&fixture_model("bert-reranker"), &LoadOptions::default()).unwrap();
     let expected = read_jsonl(&fixtures().join("expected/bert-reranker__default.jsonl"));
     let row = &expected[1];
-    let pair = [(row["query"].as_str().unwrap(), row["passage"].as_str().unwrap())];
+    let pair = [(
+        row["query"].as_str().unwrap(),
+        row["passage"].as_str().unwrap(),
+    )];
     let input = &reranker.build_inputs(&pair, &Default::default()).unwrap()[0];
     let want: Vec<u32> = row["token_type_ids"]
         .as_array()
@@ -134,7 +80,8 @@ fn case_pairs() -> Vec<(String, String)> {
 
 #[test]
 fn batch_size_and_token_budget_do_not_change_scores() {
-    let reranker = Reranker::load(&fixture_model("xlmr-reranker"), &LoadOptions::default()).unwrap();
+    let reranker =
+        Reranker::load(&fixture_model("xlmr-reranker"), &LoadOptions::default()).unwrap();
     let pairs = case_pairs();
     let score_with = |batch_size, max_batch_tokens| {
         let options = ScoreOptions {
@@ -149,7 +96,10 @@ fn batch_size_and_token_budget_do_not_change_scores() {
     let reference = score_with(128, 1 << 20);
     for (batch_size, budget) in [(1, 1 << 20), (8, 1 << 20), (128, 600), (3, 100)] {
         for (a, b) in reference.iter().zip(score_with(batch_size, budget)) {
-            assert!((a - b).abs() < 1e-5, "batch {batch_size}/{budget}: {a} vs {b}");
+            assert!(
+                (a - b).abs() < 1e-5,
+                "batch {batch_size}/{budget}: {a} vs {b}"
+            );
         }
     }
 }
@@ -158,8 +108,11 @@ fn batch_size_and_token_budget_do_not_change_scores() {
 fn sharded_folder_equals_single_file() {
     let pairs = case_pairs();
     let single = Reranker::load(&fixture_model("xlmr-reranker"), &LoadOptions::default()).unwrap();
-    let sharded =
-        Reranker::load(&fixture_model("xlmr-reranker-sharded"), &LoadOptions::default()).unwrap();
+    let sharded = Reranker::load(
+        &fixture_model("xlmr-reranker-sharded"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
     let options = ScoreOptions::default();
     assert_eq!(
         single.compute_score(&pairs, &options).unwrap(),
@@ -169,8 +122,11 @@ fn sharded_folder_equals_single_file() {
 
 #[test]
 fn auto_precision_computes_bf16_weights_in_f32() {
-    let reranker =
-        Reranker::load(&fixture_model("xlmr-reranker-bf16"), &LoadOptions::default()).unwrap();
+    let reranker = Reranker::load(
+        &fixture_model("xlmr-reranker-bf16"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
     assert_eq!(reranker.precision().compute, "f32");
     assert!(reranker.precision().explanation.contains("bf16"));
 }

@@ -2,9 +2,7 @@
 
 mod common;
 
-use bge_rerank_engine::{
-    Error, InputOptions, LoadOptions, ModelDir, Reranker, ScoreOptions,
-};
+use bge_rerank_engine::{Error, InputOptions, LoadOptions, ModelDir, Reranker, ScoreOptions};
 use common::{copy_fixture, fixture_model, fixtures};
 
 fn load_err(path: &std::path::Path) -> String {
@@ -44,7 +42,11 @@ fn truncated_safetensors_names_the_file() {
 #[test]
 fn garbage_safetensors_header_names_the_file() {
     let dir = copy_fixture("xlmr-reranker");
-    std::fs::write(dir.path().join("model.safetensors"), b"not a safetensors file").unwrap();
+    std::fs::write(
+        dir.path().join("model.safetensors"),
+        b"not a safetensors file",
+    )
+    .unwrap();
     let message = load_err(dir.path());
     assert!(message.contains("model.safetensors"), "{message}");
 }
@@ -54,7 +56,10 @@ fn bad_config_json_names_the_file() {
     let dir = copy_fixture("xlmr-reranker");
     std::fs::write(dir.path().join("config.json"), "{ \"architectures\": [").unwrap();
     let message = load_err(dir.path());
-    assert!(message.contains("config.json") && message.contains("invalid JSON"), "{message}");
+    assert!(
+        message.contains("config.json") && message.contains("invalid JSON"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -64,7 +69,10 @@ fn config_missing_a_field_names_it() {
         c.as_object_mut().unwrap().remove("hidden_size");
     });
     let message = load_err(dir.path());
-    assert!(message.contains("config.json") && message.contains("hidden_size"), "{message}");
+    assert!(
+        message.contains("config.json") && message.contains("hidden_size"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -75,7 +83,8 @@ fn missing_tensor_is_named() {
     });
     let message = load_err(dir.path());
     assert!(
-        message.contains("roberta.encoder.layer.1.output.dense.bias") && message.contains("missing"),
+        message.contains("roberta.encoder.layer.1.output.dense.bias")
+            && message.contains("missing"),
         "{message}"
     );
 }
@@ -121,7 +130,10 @@ fn missing_shard_file_is_named() {
     let dir = copy_fixture("xlmr-reranker-sharded");
     std::fs::remove_file(dir.path().join("model-00003-of-00004.safetensors")).unwrap();
     let message = load_err(dir.path());
-    assert!(message.contains("model-00003-of-00004.safetensors"), "{message}");
+    assert!(
+        message.contains("model-00003-of-00004.safetensors"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -143,7 +155,9 @@ fn missing_tokenizer_is_named() {
 #[test]
 fn unsupported_architecture_is_named_with_the_supported_list() {
     let dir = copy_fixture("xlmr-reranker");
-    edit_config(dir.path(), |c| c["architectures"] = serde_json::json!(["T5ForConditionalGeneration"]));
+    edit_config(dir.path(), |c| {
+        c["architectures"] = serde_json::json!(["T5ForConditionalGeneration"])
+    });
     let message = load_err(dir.path());
     assert!(
         message.contains("T5ForConditionalGeneration")
@@ -155,11 +169,18 @@ fn unsupported_architecture_is_named_with_the_supported_list() {
 #[test]
 fn encoder_without_head_cannot_score() {
     let dir = copy_fixture("xlmr-reranker");
-    edit_config(dir.path(), |c| c["architectures"] = serde_json::json!(["XLMRobertaModel"]));
+    edit_config(dir.path(), |c| {
+        c["architectures"] = serde_json::json!(["XLMRobertaModel"])
+    });
     let message = load_err(dir.path());
-    assert!(message.contains("without a classification head"), "{message}");
+    assert!(
+        message.contains("without a classification head"),
+        "{message}"
+    );
     // ... but its encoder loads.
-    assert!(bge_rerank_engine::load_encoder(dir.path().to_str().unwrap(), Default::default()).is_ok());
+    assert!(
+        bge_rerank_engine::load_encoder(dir.path().to_str().unwrap(), Default::default()).is_ok()
+    );
 }
 
 #[test]
@@ -202,26 +223,32 @@ fn hub_id_resolves_through_a_cache_folder_and_reports_absence() {
 
 #[test]
 fn input_longer_than_the_position_table_is_an_error() {
-    let reranker = Reranker::load(&fixture_model("xlmr-reranker"), &LoadOptions::default()).unwrap();
+    let reranker =
+        Reranker::load(&fixture_model("xlmr-reranker"), &LoadOptions::default()).unwrap();
     let long = "word ".repeat(2000);
     let options = ScoreOptions {
         input: InputOptions {
             max_length: 1000,
             query_max_length: None,
+            prompt: None,
         },
         ..Default::default()
     };
-    let err = reranker.compute_score(&[("q", long.as_str())], &options).unwrap_err();
+    let err = reranker
+        .compute_score(&[("q", long.as_str())], &options)
+        .unwrap_err();
     assert!(err.to_string().contains("positions"), "{err}");
 }
 
 #[test]
 fn zero_max_length_is_an_error() {
-    let reranker = Reranker::load(&fixture_model("xlmr-reranker"), &LoadOptions::default()).unwrap();
+    let reranker =
+        Reranker::load(&fixture_model("xlmr-reranker"), &LoadOptions::default()).unwrap();
     let options = ScoreOptions {
         input: InputOptions {
             max_length: 0,
             query_max_length: None,
+            prompt: None,
         },
         ..Default::default()
     };

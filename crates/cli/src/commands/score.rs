@@ -3,7 +3,7 @@
 use clap::Args;
 use serde_json::{json, Value};
 
-use crate::jsonl::{read_pairs, write_lines};
+use crate::jsonl::{read_pairs, write_lines, PairLines};
 use crate::model_args::{score_options, BatchArgs, InputArgs, ModelArgs};
 use crate::progress::Ui;
 
@@ -28,14 +28,18 @@ pub struct ScoreArgs {
 
 pub fn run(args: ScoreArgs, ui: Ui) -> anyhow::Result<()> {
     let options = score_options(&args.inputs, &args.batch, args.normalize)?;
-    let (objects, pairs) = read_pairs(&args.input)?;
+    let PairLines { objects, pairs } = read_pairs(&args.input)?;
     let reranker = args.model.load()?;
     let bar = ui.pairs_bar(pairs.len());
-    let scores =
-        reranker.compute_score_with_progress(&pairs, &options, &|n| bar.inc(n as u64))?;
+    let scores = reranker.compute_scores(&pairs, &options, &|n| bar.inc(n as u64))?;
     bar.finish_and_clear();
-    let lines = objects.into_iter().zip(scores).map(|(mut object, score)| {
-        object.insert("score".into(), json!(score));
+    let lines = objects.into_iter().zip(scores).map(|(mut object, layers)| {
+        // One answering layer: a number, as FlagEmbedding; several: a list, ascending layers.
+        let score = match layers.as_slice() {
+            [one] => json!(one),
+            several => json!(several),
+        };
+        object.insert("score".into(), score);
         Value::Object(object).to_string()
     });
     write_lines(&args.output, lines)

@@ -3,7 +3,7 @@
 use clap::Args;
 use serde_json::{json, Value};
 
-use crate::jsonl::{read_pairs, write_lines};
+use crate::jsonl::{read_pairs, write_lines, PairLines};
 use crate::model_args::{InputArgs, ModelArgs};
 
 #[derive(Args)]
@@ -21,8 +21,10 @@ pub struct TokenizeArgs {
 }
 
 pub fn run(args: TokenizeArgs) -> anyhow::Result<()> {
-    let (objects, pairs) = read_pairs(&args.input)?;
+    let PairLines { objects, pairs } = read_pairs(&args.input)?;
     let reranker = args.model.load()?;
+    // Layers do not change the ids, but a request the model cannot honour is still an error.
+    reranker.resolve_layers(args.inputs.cutoff_layers.as_deref())?;
     let inputs = reranker.build_inputs(&pairs, &args.inputs.options())?;
     let lines = objects.into_iter().zip(inputs).map(|(mut object, input)| {
         object.insert("input_ids".into(), json!(input.ids));

@@ -103,8 +103,13 @@ impl EncoderLayer {
     fn load(vb: VarBuilder, cfg: &Config, numerics: Numerics) -> candle_core::Result<Self> {
         let h = cfg.hidden_size;
         let attention = vb.pp("attention");
-        let projection = |name: &str| Dense::load(attention.pp("self").pp(name), h, h, true, numerics);
-        let qkv = Dense::stack(&[projection("query")?, projection("key")?, projection("value")?])?;
+        let projection =
+            |name: &str| Dense::load(attention.pp("self").pp(name), h, h, true, numerics);
+        let qkv = Dense::stack(&[
+            projection("query")?,
+            projection("key")?,
+            projection("value")?,
+        ])?;
         Ok(Self {
             qkv,
             attention_out: Dense::load(attention.pp("output").pp("dense"), h, h, true, numerics)?,

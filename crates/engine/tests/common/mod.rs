@@ -3,6 +3,9 @@
 
 use std::path::PathBuf;
 
+use bge_rerank_engine::{
+    BatchLimits, InputOptions, LoadOptions, Precision, Reranker, ScoreOptions,
+};
 use serde_json::Value;
 
 pub fn fixtures() -> PathBuf {
@@ -44,4 +47,103 @@ pub fn copy_fixture(name: &str) -> tempfile::TempDir {
         std::fs::copy(entry.path(), tmp.path().join(entry.file_name())).unwrap();
     }
     tmp
+}
+
+/// FlagEmbedding's keyword arguments as our options.
+pub fn options_from_kwargs(kwargs: &Value) -> ScoreOptions {
+    let get = |key: &str| kwargs.get(key).and_then(Value::as_u64).map(|v| v as usize);
+    ScoreOptions {
+        input: InputOptions {
+            max_length: get("max_length").unwrap_or(512),
+            query_max_length: get("query_max_length"),
+            prompt: kwargs
+                .get("prompt")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        },
+        batch: BatchLimits {
+            batch_size: get("batch_size").unwrap_or(128),
+            ..Default::default()
+        },
+        normalize: false,
+        cutoff_layers: kwargs.get("cutoff_layers").map(|layers| {
+            layers
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l.as_u64().unwrap() as usize)
+                .collect()
+        }),
+    }
+}
+
+fn as_scores(value: &Value) -> Vec<f64> {
+    match value {
+        Value::Array(items) => items.iter().map(|v| v.as_f64().unwrap()).collect(),
+        other => vec![other.as_f64().unwrap()],
+    }
+}
+
+/// Checks one expected file: input ids exactly, raw and normalized scores within `tolerance`.
+pub fn check_setting(
+    file: &str,
+    model: &str,
+    kwargs: &Value,
+    precision: Precision,
+    tolerance: f64,
+) {
+    let adapter = kwargs
+        .get("peft_path")
+        .and_then(Value::as_str)
+        .map(|p| fixtures().join(p));
+    let reranker =
+        Reranker::load(&fixture_model(model), &LoadOptions { precision, adapter }).unwrap();
+    let expected = read_jsonl(&fixtures().join("expected").join(file));
+    assert_eq!(expected.len(), 42, "{file}: one row per case");
+    let pairs: Vec<(String, String)> = expected
+        .iter()
+        .map(|row| {
+            (
+                row["query"].as_str().unwrap().to_string(),
+                row["passage"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let mut options = options_from_kwargs(kwargs);
+
+    let inputs = reranker.build_inputs(&pairs, &options.input).unwrap();
+    for (row, input) in expected.iter().zip(&inputs) {
+        let ids: Vec<u32> = row["input_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(input.ids, ids, "{file} {}: input_ids", row["id"]);
+    }
+
+    let raw = reranker.compute_scores(&pairs, &options, &|_| {}).unwrap();
+    options.normalize = true;
+    let normalized = reranker.compute_scores(&pairs, &options, &|_| {}).unwrap();
+    let mut worst: f64 = 0.0;
+    for ((row, score), norm) in expected.iter().zip(&raw).zip(&normalized) {
+        for (got, key) in [(score, "score"), (norm, "normalized")] {
+            let want = as_scores(&row[key]);
+            assert_eq!(
+                got.len(),
+                want.len(),
+                "{file} {}: number of layers",
+                row["id"]
+            );
+            for (g, w) in got.iter().zip(&want) {
+                worst = worst.max((g - w).abs());
+                assert!(
+                    (g - w).abs() <= tolerance,
+                    "{file} {}: {key} {g} vs FlagEmbedding {w}",
+                    row["id"]
+                );
+            }
+        }
+    }
+    eprintln!("{file}: max |diff| {worst:.2e} (tolerance {tolerance:.0e})");
 }

@@ -1,0 +1,293 @@
+//! The `bge-rerank` binary as users call it, on the vendored fixture models.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+fn model() -> String {
+    fixtures()
+        .join("xlmr-reranker")
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn run(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bge-rerank"))
+        .args(args)
+        .env("HF_HUB_OFFLINE", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn lines(output: &Output) -> Vec<Value> {
+    String::from_utf8(output.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn expected(setting: &str) -> Vec<Value> {
+    std::fs::read_to_string(fixtures().join("expected").join(setting))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn cases() -> String {
+    std::fs::read_to_string(fixtures().join("cases.jsonl")).unwrap()
+}
+
+#[test]
+fn score_matches_flagembedding_and_keeps_every_field_in_order() {
+    let out = run(&["score", "--model", &model(), "--quiet"], &cases());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows = lines(&out);
+    let want = expected("xlmr-reranker__default.jsonl");
+    assert_eq!(rows.len(), want.len());
+    for (row, want) in rows.iter().zip(&want) {
+        assert_eq!(row["id"], want["id"]);
+        let keys: Vec<&String> = row.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["id", "query", "passage", "score"]);
+        let diff = (row["score"].as_f64().unwrap() - want["score"].as_f64().unwrap()).abs();
+        assert!(diff < 1e-4, "{}: {diff}", row["id"]);
+    }
+}
+
+#[test]
+fn score_normalize_and_length_options_from_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let output = dir.path().join("out.jsonl");
+    std::fs::write(&input, cases()).unwrap();
+    let out = run(
+        &[
+            "score",
+            "--model",
+            &model(),
+            "--input",
+            input.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+            "--normalize",
+            "--max-length",
+            "40",
+            "--query-max-length",
+            "8",
+            "--batch-size",
+            "5",
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: Vec<Value> = std::fs::read_to_string(&output)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for (row, want) in rows
+        .iter()
+        .zip(expected("xlmr-reranker__query_max_length_8.jsonl"))
+    {
+        let diff = (row["score"].as_f64().unwrap() - want["normalized"].as_f64().unwrap()).abs();
+        assert!(diff < 1e-4, "{}: {diff}", row["id"]);
+    }
+}
+
+#[test]
+fn tokenize_prints_the_exact_input_ids() {
+    let out = run(
+        &["tokenize", "--model", &model(), "--max-length", "16"],
+        &cases(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    for (row, want) in lines(&out)
+        .iter()
+        .zip(expected("xlmr-reranker__max_length_16.jsonl"))
+    {
+        assert_eq!(row["input_ids"], want["input_ids"], "{}", row["id"]);
+    }
+}
+
+#[test]
+fn malformed_line_is_named_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out.jsonl");
+    let input = "{\"query\": \"a\", \"passage\": \"b\"}\n\n{\"query\": \"a\", \"passage\": 3}\n";
+    let out = run(
+        &[
+            "score",
+            "--model",
+            &model(),
+            "--output",
+            output.to_str().unwrap(),
+        ],
+        input,
+    );
+    assert!(!out.status.success());
+    let message = stderr(&out);
+    assert!(
+        message.contains("line 3") && message.contains("passage"),
+        "{message}"
+    );
+    assert!(!output.exists(), "no output file is written on error");
+
+    let out = run(
+        &["score", "--model", &model()],
+        "{\"query\": \"a\", \"passage\": \"b\"}\n{oops\n",
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("line 2"), "{}", stderr(&out));
+    assert!(out.stdout.is_empty(), "nothing half-written to stdout");
+}
+
+#[test]
+fn rerank_ranks_plain_lines_and_jsonl_alike() {
+    let docs = [
+        "hi",
+        "The giant panda is a bear species endemic to China.",
+        "pandas eat bamboo",
+    ];
+    let plain = docs.join("\n");
+    let jsonl: String = docs
+        .iter()
+        .map(|d| format!("{}\n", serde_json::json!({ "text": d })))
+        .collect();
+    let query = "what is panda?";
+    let from_plain = run(
+        &["rerank", "--model", &model(), "--query", query, "--json"],
+        &plain,
+    );
+    let from_jsonl = run(
+        &["rerank", "--model", &model(), "--query", query, "--json"],
+        &jsonl,
+    );
+    assert!(from_plain.status.success(), "{}", stderr(&from_plain));
+    let ranked: Value = serde_json::from_slice(&from_plain.stdout).unwrap();
+    let ranked_jsonl: Value = serde_json::from_slice(&from_jsonl.stdout).unwrap();
+    assert_eq!(ranked, ranked_jsonl);
+    let ranked = ranked.as_array().unwrap();
+    assert_eq!(ranked.len(), 3);
+    let scores: Vec<f64> = ranked
+        .iter()
+        .map(|r| r["score"].as_f64().unwrap())
+        .collect();
+    assert!(
+        scores.windows(2).all(|w| w[0] >= w[1]),
+        "sorted best first: {scores:?}"
+    );
+
+    // The same numbers `score` gives for those pairs.
+    let pairs: String = docs
+        .iter()
+        .map(|d| format!("{}\n", serde_json::json!({"query": query, "passage": d})))
+        .collect();
+    let scored = lines(&run(&["score", "--model", &model()], &pairs));
+    for r in ranked {
+        let index = r["index"].as_u64().unwrap() as usize;
+        assert_eq!(r["score"], scored[index]["score"]);
+        assert_eq!(r["text"], docs[index]);
+    }
+
+    let top = run(
+        &[
+            "rerank",
+            "--model",
+            &model(),
+            "--query",
+            query,
+            "--top-n",
+            "1",
+        ],
+        &plain,
+    );
+    let text = String::from_utf8(top.stdout).unwrap();
+    assert_eq!(text.lines().count(), 2, "header and one row: {text}");
+}
+
+#[test]
+fn rerank_with_nothing_to_rank_is_an_error() {
+    let out = run(&["rerank", "--model", &model(), "--query", "q"], "\n\n");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no documents"));
+}
+
+#[test]
+fn bad_model_and_options_are_clear_errors() {
+    let out = run(&["score", "--model", "/nonexistent/model-dir"], "");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("/nonexistent/model-dir"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = run(&["score", "--model", "BAAI/bge-reranker-v2-m3"], "");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("not in the Hugging Face cache"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = run(&["score", "--model", &model(), "--dtype", "int3"], "");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("int3"), "{}", stderr(&out));
+}
+
+#[test]
+fn verbose_says_which_precision_was_chosen() {
+    let bf16 = fixtures().join("xlmr-reranker-bf16");
+    let out = run(
+        &["score", "--model", bf16.to_str().unwrap(), "--verbose"],
+        "{\"query\": \"a\", \"passage\": \"b\"}\n",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("computed in f32"), "{}", stderr(&out));
+}
+
+#[test]
+fn bench_reports_throughput() {
+    let dir = tempfile::tempdir().unwrap();
+    let workload = dir.path().join("w.jsonl");
+    std::fs::write(&workload, cases()).unwrap();
+    let out = run(
+        &[
+            "bench",
+            "--model",
+            &model(),
+            "--workload",
+            workload.to_str().unwrap(),
+            "--repeat",
+            "1",
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("pairs/s") && text.contains("tokens/s"),
+        "{text}"
+    );
+}
