@@ -32,8 +32,10 @@ enum Command {
     Tokenize(commands::tokenize::TokenizeArgs),
     /// Rank documents against one query.
     Rerank(commands::rerank::RerankArgs),
-    /// Measure scoring speed (pairs/s, tokens/s) on a workload file.
+    /// Measure scoring speed (pairs/s, tokens/s) on a workload file, or load-test a server (--url).
     Bench(commands::bench::BenchArgs),
+    /// Serve rerankers over HTTP (TEI /rerank, Cohere/Jina /v1/rerank, /score).
+    Serve(commands::serve::ServeArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -54,6 +56,7 @@ fn main() -> std::process::ExitCode {
         Command::Tokenize(args) => commands::tokenize::run(args),
         Command::Rerank(args) => commands::rerank::run(args, ui),
         Command::Bench(args) => commands::bench::run(args, ui),
+        Command::Serve(args) => commands::serve::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -45,7 +45,7 @@ pub struct BatchArgs {
     pub max_batch_tokens: usize,
 }
 
-fn parse_precision(s: &str) -> Result<Precision, String> {
+pub fn parse_precision(s: &str) -> Result<Precision, String> {
     s.parse()
         .map_err(|e: bge_rerank_engine::Error| e.to_string())
 }

@@ -291,3 +291,169 @@ fn bench_reports_throughput() {
         "{text}"
     );
 }
+
+fn fixture(name: &str) -> String {
+    fixtures().join(name).to_string_lossy().into_owned()
+}
+
+fn assert_scores_match(rows: &[Value], setting: &str, key: &str) {
+    let want = expected(setting);
+    assert_eq!(rows.len(), want.len());
+    for (row, want) in rows.iter().zip(&want) {
+        let got: Vec<f64> = match &row["score"] {
+            Value::Array(items) => items.iter().map(|v| v.as_f64().unwrap()).collect(),
+            v => vec![v.as_f64().unwrap()],
+        };
+        let exp: Vec<f64> = match &want[key] {
+            Value::Array(items) => items.iter().map(|v| v.as_f64().unwrap()).collect(),
+            v => vec![v.as_f64().unwrap()],
+        };
+        assert_eq!(got.len(), exp.len(), "{setting} {}", row["id"]);
+        for (g, e) in got.iter().zip(&exp) {
+            assert!((g - e).abs() < 5e-4, "{setting} {}: {g} vs {e}", row["id"]);
+        }
+    }
+}
+
+#[test]
+fn gemma_with_prompt_and_adapter_from_the_cli() {
+    let prompt = "Does passage B answer question A? Reply Yes or No.";
+    let out = run(
+        &[
+            "score",
+            "--model",
+            &fixture("gemma-reranker"),
+            "--prompt",
+            prompt,
+        ],
+        &cases(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_scores_match(&lines(&out), "gemma-reranker__custom_prompt.jsonl", "score");
+
+    let out = run(
+        &[
+            "score",
+            "--model",
+            &fixture("gemma-reranker"),
+            "--adapter",
+            &fixture("gemma-reranker-lora"),
+            "--normalize",
+        ],
+        &cases(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_scores_match(
+        &lines(&out),
+        "gemma-reranker+lora__default.jsonl",
+        "normalized",
+    );
+
+    let out = run(
+        &[
+            "tokenize",
+            "--model",
+            &fixture("gemma-reranker"),
+            "--max-length",
+            "48",
+        ],
+        &cases(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    for (row, want) in lines(&out)
+        .iter()
+        .zip(expected("gemma-reranker__max_length_48.jsonl"))
+    {
+        assert_eq!(row["input_ids"], want["input_ids"], "{}", row["id"]);
+    }
+}
+
+#[test]
+fn layerwise_cutoff_layers_from_the_cli() {
+    let model = fixture("minicpm-layerwise-reranker");
+    // Unsorted and repeated: answered once per layer, ascending.
+    let out = run(
+        &["score", "--model", &model, "--cutoff-layers", "10,9,10"],
+        &cases(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_scores_match(
+        &lines(&out),
+        "minicpm-layerwise-reranker__cutoff_9_10.jsonl",
+        "score",
+    );
+
+    let out = run(
+        &[
+            "score",
+            "--model",
+            &model,
+            "--cutoff-layers",
+            "8",
+            "--normalize",
+        ],
+        &cases(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_scores_match(
+        &lines(&out),
+        "minicpm-layerwise-reranker__cutoff_8.jsonl",
+        "normalized",
+    );
+
+    let out = run(
+        &["score", "--model", &model, "--cutoff-layers", "7"],
+        &cases(),
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("8 to 10"), "{}", stderr(&out));
+
+    let out = run(
+        &[
+            "rerank",
+            "--model",
+            &model,
+            "--query",
+            "q",
+            "--cutoff-layers",
+            "9,10",
+        ],
+        "a\nb\n",
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("single --cutoff-layers"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn llm_options_on_a_cross_encoder_are_errors() {
+    let pair = "{\"query\": \"a\", \"passage\": \"b\"}\n";
+    for args in [
+        vec!["score", "--model", &model(), "--cutoff-layers", "2"],
+        vec!["tokenize", "--model", &model(), "--cutoff-layers", "2"],
+        vec!["score", "--model", &model(), "--prompt", "Yes or No?"],
+    ] {
+        let out = run(&args, pair);
+        assert!(!out.status.success(), "{args:?}");
+        let message = stderr(&out);
+        assert!(
+            message.contains("layerwise") || message.contains("prompt"),
+            "{message}"
+        );
+    }
+    let out = run(
+        &[
+            "score",
+            "--model",
+            &model(),
+            "--adapter",
+            &fixture("gemma-reranker-lora"),
+        ],
+        pair,
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("LLM rerankers"), "{}", stderr(&out));
+}

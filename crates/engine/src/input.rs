@@ -23,6 +23,8 @@ use crate::error::{Error, Result};
 pub struct ModelInput {
     pub ids: Vec<u32>,
     pub type_ids: Vec<u32>,
+    /// Whether the query or the passage lost tokens to the length limits.
+    pub truncated: bool,
 }
 
 impl ModelInput {
@@ -217,14 +219,20 @@ impl InputBuilder {
                     .zip(passages)
                     .map(|(query, passage)| {
                         let mut ids: Vec<u32> = bos.iter().copied().collect();
-                        ids.extend(&query.get_ids()[..query.len().min(options.query_budget())]);
-                        let passage = &passage.get_ids()[..passage.len().min(options.max_length)];
-                        let keep = only_second_keep(ids.len(), sep.len() + passage.len(), limit);
-                        ids.extend(sep.iter().chain(passage).take(keep));
+                        let query_kept = query.len().min(options.query_budget());
+                        ids.extend(&query.get_ids()[..query_kept]);
+                        let passage_kept = passage.len().min(options.max_length);
+                        let passage_ids = &passage.get_ids()[..passage_kept];
+                        let second = sep.len() + passage_ids.len();
+                        let keep = only_second_keep(ids.len(), second, limit);
+                        ids.extend(sep.iter().chain(passage_ids).take(keep));
                         ids.extend(sep);
                         ids.extend(&prompt);
                         ModelInput {
                             type_ids: vec![0; ids.len()],
+                            truncated: query_kept < query.len()
+                                || passage_kept < passage.len()
+                                || keep < second,
                             ids,
                         }
                     })
@@ -247,6 +255,7 @@ impl InputBuilder {
         pair_specials: usize,
         options: &InputOptions,
     ) -> Result<ModelInput> {
+        let (query_len, passage_len) = (query.len(), passage.len());
         query.truncate(options.query_budget(), 0, TruncationDirection::Right);
         passage.truncate(options.max_length, 0, TruncationDirection::Right);
         let keep = only_second_keep(
@@ -255,6 +264,7 @@ impl InputBuilder {
             options.max_length,
         );
         passage.truncate(keep, 0, TruncationDirection::Right);
+        let truncated = query.len() < query_len || passage.len() < passage_len;
         let pair = self
             .tokenizer
             .post_process(query, Some(passage), true)
@@ -262,6 +272,7 @@ impl InputBuilder {
         Ok(ModelInput {
             ids: pair.get_ids().to_vec(),
             type_ids: pair.get_type_ids().to_vec(),
+            truncated,
         })
     }
 }

@@ -157,6 +157,11 @@ impl Reranker {
         self.model.resolve_layers(requested)
     }
 
+    /// Raw scores of one batch of prepared inputs (a scheduler's unit of work), in order.
+    pub fn score_batch(&self, batch: &[&ModelInput], layers: &[usize]) -> Result<Vec<Vec<f32>>> {
+        self.model.score(batch, layers)
+    }
+
     /// Raw scores of prepared inputs, in input order: one per resolved layer (or one). `progress` is
     /// told how many inputs each finished batch held.
     pub fn score_inputs(
@@ -170,7 +175,7 @@ impl Reranker {
         let mut scores = vec![Vec::new(); inputs.len()];
         for batch in plan_batches(&lengths, limits) {
             let members: Vec<&ModelInput> = batch.iter().map(|&i| &inputs[i]).collect();
-            let batch_scores = self.model.score(&members, layers)?;
+            let batch_scores = self.score_batch(&members, layers)?;
             for (&i, score) in batch.iter().zip(batch_scores) {
                 scores[i] = score;
             }

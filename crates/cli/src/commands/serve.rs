@@ -1,0 +1,121 @@
+//! `bge-rerank serve`: the HTTP server.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use bge_rerank_engine::{BatchLimits, LoadOptions, Precision};
+use bge_rerank_server::{Limits, ModelSpec, ServeConfig};
+use clap::Args;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Model to serve: DIR, HF_ID or NAME=DIR; repeat for several (the first is the default).
+    #[arg(long, short, required = true)]
+    model: Vec<String>,
+    /// Precision for every model: auto, f32, f16 or bf16.
+    #[arg(long, default_value = "auto", value_parser = crate::model_args::parse_precision)]
+    dtype: Precision,
+    /// A LoRA adapter merged into every (LLM) model.
+    #[arg(long)]
+    adapter: Option<std::path::PathBuf>,
+    #[arg(long, default_value = "127.0.0.1")]
+    host: IpAddr,
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Real tokens per model batch at most (batches mix pairs of concurrent requests).
+    #[arg(long, default_value_t = BatchLimits::default().max_batch_tokens)]
+    max_batch_tokens: usize,
+    /// Pairs per model batch at most.
+    #[arg(long, default_value_t = BatchLimits::default().batch_size)]
+    batch_size: usize,
+    /// Scoring requests in flight at most; beyond, 429 with Retry-After.
+    #[arg(long, default_value_t = Limits::default().max_concurrent_requests)]
+    max_concurrent_requests: usize,
+    /// Documents (or pairs) per request at most (413 beyond).
+    #[arg(long, default_value_t = Limits::default().max_documents)]
+    max_documents: usize,
+    /// Request body size at most, in bytes (413 beyond).
+    #[arg(long, default_value_t = Limits::default().max_body_bytes)]
+    max_body_bytes: usize,
+    /// Seconds a request may take (504 beyond).
+    #[arg(long, default_value_t = Limits::default().request_timeout.as_secs_f64())]
+    request_timeout: f64,
+    /// max_length of requests that give none.
+    #[arg(long, default_value_t = 512)]
+    max_length: usize,
+    /// Require `Authorization: Bearer KEY` on every route but /health.
+    #[arg(long, env = "BGE_RERANK_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    if args.max_concurrent_requests == 0 || args.max_documents == 0 || args.max_length == 0 {
+        anyhow::bail!(
+            "--max-concurrent-requests, --max-documents and --max-length must be at least 1"
+        );
+    }
+    if !args.request_timeout.is_finite() || args.request_timeout <= 0.0 {
+        anyhow::bail!("--request-timeout must be positive");
+    }
+    let load = LoadOptions {
+        precision: args.dtype,
+        adapter: args.adapter.clone(),
+    };
+    let config = ServeConfig {
+        models: args
+            .model
+            .iter()
+            .map(|m| ModelSpec::parse(m, load.clone()))
+            .collect(),
+        addr: SocketAddr::new(args.host, args.port),
+        limits: Limits {
+            batch: BatchLimits {
+                batch_size: args.batch_size.max(1),
+                max_batch_tokens: args.max_batch_tokens.max(1),
+            },
+            max_concurrent_requests: args.max_concurrent_requests,
+            max_documents: args.max_documents,
+            max_body_bytes: args.max_body_bytes,
+            request_timeout: Duration::from_secs_f64(args.request_timeout),
+            default_max_length: args.max_length,
+        },
+        api_key: args.api_key.filter(|k| !k.is_empty()),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let server = bge_rerank_server::start(config)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        // Printed (not only logged) so scripts can wait for it.
+        eprintln!("bge-rerank listening on http://{}", server.addr);
+        shutdown_signal().await;
+        eprintln!("bge-rerank: shutting down, finishing accepted requests");
+        server.shutdown().await?;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

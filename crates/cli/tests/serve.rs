@@ -1,0 +1,71 @@
+//! `bge-rerank serve` as a process: it says where it listens, serves, and on SIGTERM finishes the
+//! requests it accepted and exits 0.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+fn fixture(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn serve_answers_then_drains_on_sigterm() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bge-rerank"))
+        .args(["serve", "--model", &fixture("xlmr-reranker"), "--port", "0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "server exited before listening"
+        );
+        if let Some(rest) = line.trim().strip_prefix("bge-rerank listening on ") {
+            break rest.to_string();
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let statuses = runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let texts: Vec<String> = (0..300)
+            .map(|i| format!("doc {i} {}", "panda ".repeat(80)))
+            .collect();
+        let body = serde_json::json!({"query": "what is panda?", "texts": texts});
+        let mut tasks = Vec::new();
+        for _ in 0..3 {
+            let request = client.post(format!("{addr}/rerank")).json(&body).send();
+            tasks.push(tokio::spawn(request));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        let mut statuses = Vec::new();
+        for task in tasks {
+            statuses.push(
+                task.await
+                    .unwrap()
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0),
+            );
+        }
+        statuses
+    });
+    let status = child.wait().unwrap();
+    assert_eq!(
+        statuses,
+        vec![200, 200, 200],
+        "every accepted request is answered"
+    );
+    assert!(status.success(), "exit status {status:?}");
+}

@@ -1,0 +1,241 @@
+//! bge-rerank's HTTP server: one process serves one or more rerankers over the APIs their users
+//! already call (text-embeddings-inference `/rerank`, Cohere/Jina `/v1|v2/rerank`, FlagEmbedding-style
+//! `/score`). Handlers stay on the async runtime; each model scores on its own worker thread, which
+//! batches pairs across concurrent requests.
+
+pub mod api;
+pub mod error;
+pub mod load_test;
+pub mod metrics;
+pub mod openapi;
+pub mod routes;
+pub mod scheduler;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use bge_rerank_engine::{LoadOptions, Reranker};
+use tokio::sync::oneshot;
+
+use crate::error::ApiError;
+use crate::metrics::{RouteLabel, RouteStatus};
+pub use crate::state::Limits;
+use crate::state::{AppState, ServedModel};
+
+/// One model to serve: its name in requests, and how to load it.
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    pub name: String,
+    pub model: String,
+    pub load: LoadOptions,
+}
+
+impl ModelSpec {
+    /// `--model NAME=DIR` or `--model DIR` (named after the folder or hub id).
+    pub fn parse(arg: &str, load: LoadOptions) -> Self {
+        match arg.split_once('=') {
+            Some((name, model)) if !name.is_empty() && !model.is_empty() => Self {
+                name: name.to_string(),
+                model: model.to_string(),
+                load,
+            },
+            _ => Self {
+                name: arg.trim_end_matches('/').to_string(),
+                model: arg.to_string(),
+                load,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub models: Vec<ModelSpec>,
+    pub addr: SocketAddr,
+    pub limits: Limits,
+    pub api_key: Option<String>,
+}
+
+/// The routes, with auth, metrics, body-size and concurrency limits.
+pub fn router(state: Arc<AppState>) -> Router {
+    let scoring = Router::new()
+        .route("/rerank", post(routes::tei_rerank))
+        .route("/v1/rerank", post(routes::cohere_rerank))
+        .route("/v2/rerank", post(routes::cohere_rerank))
+        .route("/score", post(routes::score))
+        .layer(middleware::from_fn_with_state(state.clone(), admit));
+    Router::new()
+        .merge(scoring)
+        .route("/health", get(routes::health))
+        .route("/info", get(routes::info))
+        .route("/metrics", get(routes::metrics))
+        .route("/openapi.json", get(routes::openapi))
+        .fallback(routes::not_found)
+        .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// Bounded admission: beyond `max_concurrent_requests` scoring requests in flight, answer 429.
+async fn admit(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    if state.is_draining() {
+        return refuse(request, &state, ApiError::unavailable("shutting down")).await;
+    }
+    match state.permits.clone().try_acquire_owned() {
+        Ok(_permit) => next.run(request).await,
+        Err(_) => {
+            refuse(
+                request,
+                &state,
+                ApiError::overloaded(state.limits.max_concurrent_requests),
+            )
+            .await
+        }
+    }
+}
+
+/// Answers a request without serving it. Its body is read first (up to the size limit), so the
+/// client is not cut off mid-upload: it gets the error, not a broken connection.
+async fn refuse(request: Request, state: &AppState, error: ApiError) -> Response {
+    let _ = axum::body::to_bytes(request.into_body(), state.limits.max_body_bytes).await;
+    error.into_response()
+}
+
+async fn authorize(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    if let Some(key) = &state.api_key {
+        if request.uri().path() != "/health" {
+            let given = request
+                .headers()
+                .get(axum::http::header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            if given != Some(key.as_str()) {
+                return refuse(request, &state, ApiError::unauthorized()).await;
+            }
+        }
+    }
+    next.run(request).await
+}
+
+/// Counts requests by route and status, and times them.
+async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let start = Instant::now();
+    let response = next.run(request).await;
+    state
+        .metrics
+        .requests
+        .get_or_create(&RouteStatus {
+            route: route.clone(),
+            status: response.status().as_u16(),
+        })
+        .inc();
+    state
+        .metrics
+        .request_seconds
+        .get_or_create(&RouteLabel { route })
+        .observe(start.elapsed().as_secs_f64());
+    response
+}
+
+/// A server that is listening and has its models loaded.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    state: Arc<AppState>,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, finishes every accepted request, then returns.
+    pub async fn shutdown(self) -> std::io::Result<()> {
+        self.state.start_draining();
+        let _ = self.stop.send(());
+        self.task
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    }
+}
+
+/// Binds, starts answering (`/health` is 503 until the models are loaded), loads the models on a
+/// blocking thread, and returns once they are ready.
+pub async fn start(config: ServeConfig) -> Result<RunningServer, String> {
+    if config.models.is_empty() {
+        return Err("no model to serve".into());
+    }
+    let listener = tokio::net::TcpListener::bind(config.addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let state = Arc::new(AppState::new(config.limits.clone(), config.api_key.clone()));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let app = router(state.clone());
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    let loading = state.clone();
+    let specs = config.models.clone();
+    let models = tokio::task::spawn_blocking(move || load_models(&specs, &loading))
+        .await
+        .map_err(|e| e.to_string())?;
+    match models {
+        Ok(models) => state.set_models(models),
+        Err(e) => {
+            let _ = stop.send(());
+            let _ = task.await;
+            return Err(e);
+        }
+    }
+    Ok(RunningServer {
+        addr,
+        state,
+        stop,
+        task,
+    })
+}
+
+fn load_models(specs: &[ModelSpec], state: &AppState) -> Result<Vec<ServedModel>, String> {
+    let mut models = Vec::with_capacity(specs.len());
+    for spec in specs {
+        if models.iter().any(|m: &ServedModel| m.name == spec.name) {
+            return Err(format!("two models are named `{}`", spec.name));
+        }
+        let reranker = Reranker::load(&spec.model, &spec.load)
+            .map_err(|e| format!("model `{}`: {e}", spec.name))?;
+        tracing::info!(
+            "model `{}`: {} ({}), {}",
+            spec.name,
+            reranker.model_dir().display(),
+            reranker.architecture().name(),
+            reranker.precision().explanation
+        );
+        let reranker = Arc::new(reranker);
+        models.push(ServedModel {
+            scheduler: scheduler::Scheduler::start(
+                &spec.name,
+                reranker.clone(),
+                state.limits.batch,
+                state.metrics.clone(),
+            ),
+            name: spec.name.clone(),
+            reranker,
+            default_max_length: state.limits.default_max_length,
+        });
+    }
+    Ok(models)
+}

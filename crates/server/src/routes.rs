@@ -1,0 +1,269 @@
+//! The HTTP handlers: parse and check a request, hand its pairs to the model's scheduler, shape the
+//! answer for the API that was called.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bge_rerank_engine::{finish_score, InputOptions};
+use serde::de::DeserializeOwned;
+use tokio::sync::oneshot;
+
+use crate::api::*;
+use crate::error::ApiError;
+use crate::scheduler::{JobOutput, ScoreJob};
+use crate::state::{AppState, ServedModel};
+
+/// Parses a JSON body: malformed JSON (or not UTF-8) is 400, well-formed but wrong (types, unknown
+/// or missing fields, negative numbers) is 422.
+pub fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::validation(format!("invalid request: {e}")),
+        _ => ApiError::bad_request(format!("malformed JSON: {e}")),
+    })
+}
+
+/// Checks shared by every scoring route.
+fn check_texts<'a>(
+    state: &AppState,
+    query: Option<&str>,
+    texts: impl ExactSizeIterator<Item = &'a str>,
+    field: &str,
+) -> Result<(), ApiError> {
+    if query.is_some_and(|q| q.trim().is_empty()) {
+        return Err(ApiError::validation("`query` is empty"));
+    }
+    let count = texts.len();
+    if count == 0 {
+        return Err(ApiError::validation(format!("`{field}` is empty")));
+    }
+    if count > state.limits.max_documents {
+        return Err(ApiError::too_large(format!(
+            "{count} {field} exceed the limit of {} per request (--max-documents)",
+            state.limits.max_documents
+        )));
+    }
+    Ok(())
+}
+
+fn input_options(model: &ServedModel, knobs: &Knobs) -> Result<InputOptions, ApiError> {
+    // Inputs longer than the model's positions are refused by the engine when they are built.
+    let max_length = knobs.max_length.unwrap_or(model.default_max_length);
+    if max_length == 0 {
+        return Err(ApiError::validation("max_length must be at least 1"));
+    }
+    Ok(InputOptions {
+        max_length,
+        query_max_length: knobs.query_max_length,
+        prompt: knobs.prompt.clone(),
+    })
+}
+
+/// Sends pairs to the model and waits (bounded by the request timeout) for their raw scores.
+async fn score_pairs(
+    state: &AppState,
+    model: &ServedModel,
+    pairs: Vec<(String, String)>,
+    knobs: &Knobs,
+    truncate: bool,
+) -> Result<JobOutput, ApiError> {
+    let (reply, answer) = oneshot::channel();
+    model.scheduler.submit(ScoreJob {
+        pairs,
+        options: input_options(model, knobs)?,
+        cutoff_layers: knobs.cutoff_layers.clone(),
+        truncate,
+        reply,
+    })?;
+    match tokio::time::timeout(state.limits.request_timeout, answer).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err(ApiError::internal("the model worker dropped the request")),
+        // Dropping `answer` tells the worker to skip this request's remaining pairs.
+        Err(_) => Err(ApiError::timeout(
+            state.limits.request_timeout.as_secs_f64(),
+        )),
+    }
+}
+
+fn single_scores(output: &JobOutput, normalize: bool) -> Result<Vec<f64>, ApiError> {
+    output
+        .scores
+        .iter()
+        .map(|layers| match layers.as_slice() {
+            [one] => Ok(finish_score(*one, normalize)),
+            _ => Err(ApiError::validation(
+                "reranking orders by one score: ask for a single cutoff layer",
+            )),
+        })
+        .collect()
+}
+
+/// Indices sorted by score, best first (ties by index).
+fn ranking(scores: &[f64]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    order
+}
+
+pub async fn tei_rerank(
+    State(state): State<Arc<AppState>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request: TeiRerankRequest = parse_body(&body)?;
+    if request
+        .truncation_direction
+        .as_deref()
+        .is_some_and(|d| !d.eq_ignore_ascii_case("right"))
+    {
+        return Err(ApiError::validation(
+            "only truncation_direction \"right\" is supported",
+        ));
+    }
+    check_texts(
+        &state,
+        Some(&request.query),
+        request.texts.iter().map(String::as_str),
+        "texts",
+    )?;
+    let model = state.model(request.model.as_deref())?;
+    let pairs = request
+        .texts
+        .iter()
+        .map(|t| (request.query.clone(), t.clone()))
+        .collect();
+    let output = score_pairs(&state, model, pairs, &request.knobs(), request.truncate).await?;
+    let scores = single_scores(&output, !request.raw_scores)?;
+    let ranks: Vec<TeiRank> = ranking(&scores)
+        .into_iter()
+        .map(|index| TeiRank {
+            index,
+            score: scores[index],
+            text: request.return_text.then(|| request.texts[index].clone()),
+        })
+        .collect();
+    Ok(Json(ranks).into_response())
+}
+
+static RESPONSE_ID: AtomicU64 = AtomicU64::new(1);
+
+pub async fn cohere_rerank(
+    State(state): State<Arc<AppState>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request: CohereRerankRequest = parse_body(&body)?;
+    check_texts(
+        &state,
+        Some(&request.query),
+        request.documents.iter().map(Document::text),
+        "documents",
+    )?;
+    let model = state.model(request.model.as_deref())?;
+    let pairs = request
+        .documents
+        .iter()
+        .map(|d| (request.query.clone(), d.text().to_string()))
+        .collect();
+    let output = score_pairs(&state, model, pairs, &request.knobs(), true).await?;
+    let scores = single_scores(&output, true)?;
+    let top_n = request.top_n.unwrap_or(scores.len());
+    let return_documents = request.return_documents.unwrap_or(false);
+    let results = ranking(&scores)
+        .into_iter()
+        .take(top_n)
+        .map(|index| CohereResult {
+            index,
+            relevance_score: scores[index],
+            document: return_documents.then(|| DocumentOut {
+                text: request.documents[index].text().to_string(),
+            }),
+        })
+        .collect();
+    let id = format!(
+        "{:x}-{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+        RESPONSE_ID.fetch_add(1, Ordering::Relaxed)
+    );
+    Ok(Json(CohereRerankResponse {
+        id,
+        model: model.name.clone(),
+        results,
+        usage: Usage {
+            total_tokens: output.total_tokens,
+        },
+    })
+    .into_response())
+}
+
+pub async fn score(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
+    let request: ScoreRequest = parse_body(&body)?;
+    check_texts(
+        &state,
+        None,
+        request.pairs.iter().map(|(_, p)| p.as_str()),
+        "pairs",
+    )?;
+    let model = state.model(request.model.as_deref())?;
+    let knobs = request.knobs();
+    let output = score_pairs(&state, model, request.pairs, &knobs, true).await?;
+    let scores = output
+        .scores
+        .iter()
+        .map(|layers| {
+            let values: Vec<f64> = layers
+                .iter()
+                .map(|&s| finish_score(s, request.normalize))
+                .collect();
+            match values.as_slice() {
+                [one] => serde_json::json!(one),
+                several => serde_json::json!(several),
+            }
+        })
+        .collect();
+    Ok(Json(ScoreResponse { scores }).into_response())
+}
+
+pub async fn health(State(state): State<Arc<AppState>>) -> Response {
+    if state.is_ready() {
+        (StatusCode::OK, Json(serde_json::json!({"status": "ok"}))).into_response()
+    } else if state.is_draining() {
+        ApiError::unavailable("shutting down").into_response()
+    } else {
+        ApiError::unavailable("loading the model").into_response()
+    }
+}
+
+pub async fn info(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let models = state.models()?;
+    Ok(Json(serde_json::json!({
+        "name": "bge-rerank",
+        "version": env!("CARGO_PKG_VERSION"),
+        "models": models.iter().map(|m| m.describe()).collect::<Vec<_>>(),
+        "limits": state.limits.describe(),
+    }))
+    .into_response())
+}
+
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+pub async fn openapi() -> Response {
+    Json(crate::openapi::spec()).into_response()
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("no such route; see /openapi.json")
+}

@@ -1,0 +1,134 @@
+//! What every handler shares: the models (once loaded), the limits, the metrics.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bge_rerank_engine::{BatchLimits, Reranker};
+use tokio::sync::Semaphore;
+
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::scheduler::Scheduler;
+
+/// Bounds on everything a client can make the server hold.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub batch: BatchLimits,
+    pub max_concurrent_requests: usize,
+    pub max_documents: usize,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+    /// max_length when a request gives none.
+    pub default_max_length: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            batch: BatchLimits::default(),
+            max_concurrent_requests: 128,
+            max_documents: 1000,
+            max_body_bytes: 10 * 1024 * 1024,
+            request_timeout: Duration::from_secs(120),
+            default_max_length: 512,
+        }
+    }
+}
+
+impl Limits {
+    pub fn describe(&self) -> serde_json::Value {
+        serde_json::json!({
+            "max_batch_tokens": self.batch.max_batch_tokens,
+            "max_batch_size": self.batch.batch_size,
+            "max_concurrent_requests": self.max_concurrent_requests,
+            "max_documents": self.max_documents,
+            "max_body_bytes": self.max_body_bytes,
+            "request_timeout_s": self.request_timeout.as_secs_f64(),
+            "default_max_length": self.default_max_length,
+        })
+    }
+}
+
+/// One loaded model and its worker.
+pub struct ServedModel {
+    pub name: String,
+    pub reranker: Arc<Reranker>,
+    pub scheduler: Scheduler,
+    pub default_max_length: usize,
+}
+
+impl ServedModel {
+    pub fn describe(&self) -> serde_json::Value {
+        let r = &self.reranker;
+        serde_json::json!({
+            "name": self.name,
+            "path": r.model_dir().display().to_string(),
+            "architecture": r.architecture().name(),
+            "dtype": r.precision().compute,
+            "precision": r.precision().explanation,
+            "default_max_length": self.default_max_length,
+            "cutoff_layers": r.resolve_layers(None).ok().filter(|l| !l.is_empty()),
+        })
+    }
+}
+
+pub struct AppState {
+    pub limits: Limits,
+    pub metrics: Arc<Metrics>,
+    pub permits: Arc<Semaphore>,
+    pub api_key: Option<String>,
+    models: OnceLock<Vec<ServedModel>>,
+    draining: AtomicBool,
+}
+
+impl AppState {
+    pub fn new(limits: Limits, api_key: Option<String>) -> Self {
+        Self {
+            permits: Arc::new(Semaphore::new(limits.max_concurrent_requests)),
+            limits,
+            metrics: Arc::new(Metrics::default()),
+            api_key,
+            models: OnceLock::new(),
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    pub fn set_models(&self, models: Vec<ServedModel>) {
+        let _ = self.models.set(models);
+    }
+
+    pub fn models(&self) -> Result<&[ServedModel], ApiError> {
+        self.models
+            .get()
+            .map(Vec::as_slice)
+            .ok_or_else(|| ApiError::unavailable("loading the model"))
+    }
+
+    /// The named model, or the first one.
+    pub fn model(&self, name: Option<&str>) -> Result<&ServedModel, ApiError> {
+        let models = self.models()?;
+        match name {
+            None => Ok(&models[0]),
+            Some(name) => models.iter().find(|m| m.name == name).ok_or_else(|| {
+                let known: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
+                ApiError::not_found(format!(
+                    "unknown model `{name}`; served: {}",
+                    known.join(", ")
+                ))
+            }),
+        }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.models.get().is_some() && !self.is_draining()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+}

@@ -1,0 +1,689 @@
+//! A real server on 127.0.0.1 (random port) with the fixture models, called over real HTTP.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bge_rerank_engine::{LoadOptions, Reranker, ScoreOptions};
+use bge_rerank_server::{start, Limits, ModelSpec, RunningServer, ServeConfig};
+use serde_json::{json, Value};
+
+fn fixture(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(name)
+        .to_string_lossy()
+        .into_owned()
+}
+
+async fn serve_with(models: &[&str], limits: Limits, api_key: Option<&str>) -> RunningServer {
+    let config = ServeConfig {
+        models: models
+            .iter()
+            .map(|m| ModelSpec::parse(m, LoadOptions::default()))
+            .collect(),
+        addr: "127.0.0.1:0".parse().unwrap(),
+        limits,
+        api_key: api_key.map(str::to_string),
+    };
+    start(config).await.expect("server starts")
+}
+
+async fn serve() -> RunningServer {
+    serve_with(
+        &[&format!("xlmr={}", fixture("xlmr-reranker"))],
+        Limits::default(),
+        None,
+    )
+    .await
+}
+
+fn url(server: &RunningServer, path: &str) -> String {
+    format!("http://{}{}", server.addr, path)
+}
+
+async fn post(server: &RunningServer, path: &str, body: Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(url(server, path))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn post_raw(server: &RunningServer, path: &str, body: Vec<u8>) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(url(server, path))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+const QUERY: &str = "what is panda?";
+const DOCS: [&str; 4] = [
+    "hi",
+    "The giant panda (Ailuropoda melanoleuca) is a bear species endemic to China.",
+    "Paris is the capital of France.",
+    "pandas eat bamboo",
+];
+
+fn engine_scores(model: &str, docs: &[&str], normalize: bool) -> Vec<f64> {
+    let reranker = Reranker::load(&fixture(model), &LoadOptions::default()).unwrap();
+    let pairs: Vec<(&str, &str)> = docs.iter().map(|d| (QUERY, *d)).collect();
+    let options = ScoreOptions {
+        normalize,
+        ..Default::default()
+    };
+    reranker.compute_score(&pairs, &options).unwrap()
+}
+
+#[tokio::test]
+async fn every_route_answers() {
+    let server = serve().await;
+    let raw = engine_scores("xlmr-reranker", &DOCS, false);
+    let sigmoid = engine_scores("xlmr-reranker", &DOCS, true);
+
+    // FlagEmbedding-native: input order, the same numbers as `bge-rerank score`.
+    let pairs: Vec<[&str; 2]> = DOCS.iter().map(|d| [QUERY, *d]).collect();
+    let (status, body) = post(&server, "/score", json!({"pairs": pairs})).await;
+    assert_eq!(status, 200, "{body}");
+    let scores: Vec<f64> = body["scores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(scores, raw);
+    let (_, body) = post(
+        &server,
+        "/score",
+        json!({"pairs": pairs, "normalize": true}),
+    )
+    .await;
+    assert_eq!(body["scores"][0].as_f64().unwrap(), sigmoid[0]);
+
+    // TEI: sorted best first, sigmoid unless raw_scores.
+    let (status, body) = post(
+        &server,
+        "/rerank",
+        json!({"query": QUERY, "texts": DOCS, "return_text": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let ranks = body.as_array().unwrap();
+    assert_eq!(ranks.len(), 4);
+    for pair in ranks.windows(2) {
+        assert!(pair[0]["score"].as_f64() >= pair[1]["score"].as_f64());
+    }
+    for rank in ranks {
+        let i = rank["index"].as_u64().unwrap() as usize;
+        assert_eq!(rank["score"].as_f64().unwrap(), sigmoid[i]);
+        assert_eq!(rank["text"], DOCS[i]);
+    }
+    let (_, body) = post(
+        &server,
+        "/rerank",
+        json!({"query": QUERY, "texts": DOCS, "raw_scores": true}),
+    )
+    .await;
+    let first = &body[0];
+    assert_eq!(
+        first["score"].as_f64().unwrap(),
+        raw[first["index"].as_u64().unwrap() as usize]
+    );
+    assert!(first.get("text").is_none());
+
+    // Cohere client body (v1 sends rank_fields / max_chunks_per_doc) and Jina's {"text"} documents.
+    let cohere = json!({"model": "xlmr", "query": QUERY, "documents": DOCS, "top_n": 2,
+                        "return_documents": true, "max_chunks_per_doc": 10, "rank_fields": ["text"]});
+    let (status, body) = post(&server, "/v1/rerank", cohere).await;
+    assert_eq!(status, 200, "{body}");
+    let results = body["results"].as_array().unwrap();
+    assert_eq!(results.len(), 2);
+    assert_eq!(body["model"], "xlmr");
+    assert!(body["id"].as_str().is_some_and(|s| !s.is_empty()));
+    assert!(body["usage"]["total_tokens"].as_u64().unwrap() > 0);
+    let best = results[0]["index"].as_u64().unwrap() as usize;
+    assert_eq!(
+        results[0]["relevance_score"].as_f64().unwrap(),
+        sigmoid[best]
+    );
+    assert_eq!(results[0]["document"]["text"], DOCS[best]);
+    let jina = json!({"model": "xlmr", "query": QUERY,
+                      "documents": DOCS.iter().map(|d| json!({"text": d})).collect::<Vec<_>>(),
+                      "top_n": 3, "return_documents": false});
+    let (status, body) = post(&server, "/v2/rerank", jina).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["results"].as_array().unwrap().len(), 3);
+    assert!(body["results"][0].get("document").is_none());
+
+    let client = reqwest::Client::new();
+    let health = client.get(url(&server, "/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let info: Value = client
+        .get(url(&server, "/info"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["models"][0]["name"], "xlmr");
+    assert_eq!(
+        info["models"][0]["architecture"],
+        "XLMRobertaForSequenceClassification"
+    );
+    assert_eq!(info["limits"]["max_documents"], 1000);
+    let metrics = client
+        .get(url(&server, "/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "bge_rerank_requests_total",
+        "bge_rerank_request_duration_seconds",
+        "bge_rerank_queue_duration_seconds",
+        "bge_rerank_batch_pairs",
+        "bge_rerank_batch_tokens",
+        "bge_rerank_queue_depth",
+        "bge_rerank_pairs_truncated",
+    ] {
+        assert!(
+            metrics.contains(name),
+            "{name} missing from /metrics:\n{metrics}"
+        );
+    }
+    assert!(metrics.contains("route=\"/rerank\""), "{metrics}");
+    let spec: Value = client
+        .get(url(&server, "/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(spec["paths"]["/v1/rerank"]["post"].is_object());
+    let missing = client.get(url(&server, "/nope")).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn several_models_per_request_knobs_and_layers() {
+    let server = serve_with(
+        &[
+            &format!("xlmr={}", fixture("xlmr-reranker")),
+            &format!("layerwise={}", fixture("minicpm-layerwise-reranker")),
+            &format!("gemma={}", fixture("gemma-reranker")),
+        ],
+        Limits::default(),
+        None,
+    )
+    .await;
+    let pairs: Vec<[&str; 2]> = DOCS.iter().map(|d| [QUERY, *d]).collect();
+    // Requests asking for different layers, batched together, each get their own.
+    let (a, b) = tokio::join!(
+        post(
+            &server,
+            "/score",
+            json!({"model": "layerwise", "pairs": pairs, "cutoff_layers": [8]})
+        ),
+        post(
+            &server,
+            "/score",
+            json!({"model": "layerwise", "pairs": pairs, "cutoff_layers": [10, 9]})
+        ),
+    );
+    assert_eq!(a.0, 200, "{}", a.1);
+    assert_eq!(b.0, 200, "{}", b.1);
+    let reranker = Reranker::load(
+        &fixture("minicpm-layerwise-reranker"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let plain: Vec<(&str, &str)> = DOCS.iter().map(|d| (QUERY, *d)).collect();
+    let expect = |layers: Vec<usize>| {
+        let options = ScoreOptions {
+            cutoff_layers: Some(layers),
+            ..Default::default()
+        };
+        reranker.compute_scores(&plain, &options, &|_| {}).unwrap()
+    };
+    for (i, want) in expect(vec![8]).iter().enumerate() {
+        assert!((a.1["scores"][i].as_f64().unwrap() - want[0]).abs() < 1e-5);
+    }
+    for (i, want) in expect(vec![9, 10]).iter().enumerate() {
+        let got: Vec<f64> = b.1["scores"][i]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(got.len(), 2);
+        assert!((got[0] - want[0]).abs() < 1e-5 && (got[1] - want[1]).abs() < 1e-5);
+    }
+    // A prompt for the LLM reranker, refused for the cross-encoder; layers refused where there are none.
+    let (status, body) = post(
+        &server,
+        "/rerank",
+        json!({"model": "gemma", "query": QUERY, "texts": DOCS, "prompt": "Yes or No?"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = post(
+        &server,
+        "/rerank",
+        json!({"query": QUERY, "texts": DOCS, "prompt": "Yes or No?"}),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    let (status, body) = post(
+        &server,
+        "/score",
+        json!({"model": "gemma", "pairs": pairs, "cutoff_layers": [1]}),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("layerwise"));
+    let (status, body) = post(
+        &server,
+        "/v1/rerank",
+        json!({"model": "nope", "query": QUERY, "documents": DOCS}),
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("xlmr"));
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_clients_get_the_sequential_answers() {
+    let server = serve().await;
+    let docs: Vec<String> = (0..40)
+        .map(|i| format!("{} {}", DOCS[i % 4], "bamboo forest ".repeat(i % 7)))
+        .collect();
+    // Reference, one request at a time.
+    let mut expected = Vec::new();
+    for size in 1..=8 {
+        let (status, body) = post(
+            &server,
+            "/rerank",
+            json!({"query": QUERY, "texts": &docs[..size * 5]}),
+        )
+        .await;
+        assert_eq!(status, 200);
+        expected.push(body);
+    }
+    let client = reqwest::Client::new();
+    let mut tasks = Vec::new();
+    for c in 0..64 {
+        let (client, docs, expected, base) = (
+            client.clone(),
+            docs.clone(),
+            expected.clone(),
+            url(&server, "/rerank"),
+        );
+        tasks.push(tokio::spawn(async move {
+            for r in 0..20 {
+                let size = (c + r) % 8 + 1;
+                let response = client
+                    .post(&base)
+                    .json(&json!({"query": QUERY, "texts": &docs[..size * 5]}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 200);
+                let body: Value = response.json().await.unwrap();
+                let want = &expected[size - 1];
+                assert_eq!(body.as_array().unwrap().len(), size * 5);
+                for (got, want) in body
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .zip(want.as_array().unwrap())
+                {
+                    assert_eq!(got["index"], want["index"]);
+                    assert!(
+                        (got["score"].as_f64().unwrap() - want["score"].as_f64().unwrap()).abs()
+                            < 1e-6
+                    );
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_gets_429_and_every_request_an_answer() {
+    let limits = Limits {
+        max_concurrent_requests: 2,
+        ..Limits::default()
+    };
+    let server = serve_with(&[&fixture("xlmr-reranker")], limits, None).await;
+    let long: Vec<String> = (0..200)
+        .map(|i| format!("document {i} {}", "panda bamboo ".repeat(60)))
+        .collect();
+    let client = reqwest::Client::new();
+    let mut tasks = Vec::new();
+    for _ in 0..24 {
+        let (client, long, target) = (client.clone(), long.clone(), url(&server, "/rerank"));
+        tasks.push(tokio::spawn(async move {
+            let response = client
+                .post(&target)
+                .json(&json!({"query": QUERY, "texts": long}))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            if status == 429 {
+                assert_eq!(response.headers()["retry-after"], "1");
+                let body: Value = response.json().await.unwrap();
+                assert_eq!(body["type"], "overloaded");
+            }
+            status
+        }));
+    }
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.unwrap());
+    }
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 429),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.contains(&429),
+        "some requests are refused: {statuses:?}"
+    );
+    assert!(
+        statuses.contains(&200),
+        "some requests are served: {statuses:?}"
+    );
+    // And the server is fine afterwards.
+    let (status, _) = post(&server, "/rerank", json!({"query": QUERY, "texts": DOCS})).await;
+    assert_eq!(status, 200);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_4xx() {
+    let limits = Limits {
+        max_documents: 100,
+        max_body_bytes: 4 * 1024 * 1024,
+        ..Limits::default()
+    };
+    let server = serve_with(&[&fixture("xlmr-reranker")], limits, None).await;
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        (
+            "/rerank",
+            b"{\"query\": \"q\", \"texts\": [".to_vec(),
+            400,
+            "bad_request",
+        ),
+        ("/rerank", b"not json at all".to_vec(), 400, "bad_request"),
+        (
+            "/rerank",
+            b"{\"query\": \"q\", \"texts\": [\"\xff\xfe\"]}".to_vec(),
+            400,
+            "bad_request",
+        ),
+        (
+            "/rerank",
+            json!({"query": 3, "texts": ["a"]}).to_string().into_bytes(),
+            422,
+            "validation",
+        ),
+        (
+            "/rerank",
+            json!({"query": "q", "texts": []}).to_string().into_bytes(),
+            422,
+            "validation",
+        ),
+        (
+            "/rerank",
+            json!({"query": "  ", "texts": ["a"]})
+                .to_string()
+                .into_bytes(),
+            422,
+            "validation",
+        ),
+        (
+            "/rerank",
+            json!({"query": "q", "texts": ["a"], "colour": "red"})
+                .to_string()
+                .into_bytes(),
+            422,
+            "validation",
+        ),
+        (
+            "/rerank",
+            json!({"texts": ["a"]}).to_string().into_bytes(),
+            422,
+            "validation",
+        ),
+        (
+            "/v1/rerank",
+            json!({"query": "q", "documents": ["a"], "top_n": -1})
+                .to_string()
+                .into_bytes(),
+            422,
+            "validation",
+        ),
+        (
+            "/v1/rerank",
+            json!({"query": "q", "documents": []})
+                .to_string()
+                .into_bytes(),
+            422,
+            "validation",
+        ),
+        (
+            "/v1/rerank",
+            json!({"query": "q", "documents": [{"title": "no text"}]})
+                .to_string()
+                .into_bytes(),
+            422,
+            "validation",
+        ),
+        (
+            "/score",
+            json!({"pairs": [["q"]]}).to_string().into_bytes(),
+            422,
+            "validation",
+        ),
+        (
+            "/score",
+            json!({"pairs": [["q", "p"]], "cutoff_layers": [1]})
+                .to_string()
+                .into_bytes(),
+            422,
+            "validation",
+        ),
+        (
+            "/score",
+            json!({"pairs": [["q", "p"]], "max_length": 0})
+                .to_string()
+                .into_bytes(),
+            422,
+            "validation",
+        ),
+        // Longer than the model's 512 positions.
+        (
+            "/score",
+            json!({"pairs": [["q", "panda ".repeat(2000)]], "max_length": 5000})
+                .to_string()
+                .into_bytes(),
+            422,
+            "validation",
+        ),
+        (
+            "/rerank",
+            json!({"query": "q", "texts": vec!["a"; 10_000]})
+                .to_string()
+                .into_bytes(),
+            413,
+            "payload_too_large",
+        ),
+        (
+            "/rerank",
+            vec![b' '; 50 * 1024 * 1024],
+            413,
+            "payload_too_large",
+        ),
+    ];
+    for (path, body, want_status, want_type) in cases {
+        let shown = String::from_utf8_lossy(&body[..body.len().min(80)]).into_owned();
+        let (status, json) = post_raw(&server, path, body).await;
+        assert_eq!(status, want_status, "{path} {shown}: {json}");
+        if want_status != 413 || json != Value::Null {
+            assert_eq!(json["type"], want_type, "{path} {shown}: {json}");
+            assert!(!json["error"].as_str().unwrap().is_empty());
+        }
+    }
+    // A single 1 MB document: truncated by default, refused with truncate=false.
+    let huge = "panda ".repeat(170_000);
+    let (status, body) = post(
+        &server,
+        "/rerank",
+        json!({"query": QUERY, "texts": [huge.clone(), "hi"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = post(
+        &server,
+        "/rerank",
+        json!({"query": QUERY, "texts": [huge, "hi"], "truncate": false}),
+    )
+    .await;
+    assert_eq!(status, 413, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("max_length"));
+    let metrics = reqwest::get(url(&server, "/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("bge_rerank_pairs_truncated_total") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    // Still serving.
+    let (status, _) = post(&server, "/rerank", json!({"query": QUERY, "texts": DOCS})).await;
+    assert_eq!(status, 200);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn api_key_guards_all_but_health() {
+    let server = serve_with(
+        &[&fixture("xlmr-reranker")],
+        Limits::default(),
+        Some("s3cret"),
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let body = json!({"query": QUERY, "texts": DOCS});
+    let none = client
+        .post(url(&server, "/rerank"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(none.status(), 401);
+    let wrong = client
+        .post(url(&server, "/rerank"))
+        .bearer_auth("nope")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let right = client
+        .post(url(&server, "/rerank"))
+        .bearer_auth("s3cret")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status(), 200);
+    assert_eq!(
+        client
+            .get(url(&server, "/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        client
+            .get(url(&server, "/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_requests_in_flight() {
+    let server = serve().await;
+    let long: Vec<String> = (0..300)
+        .map(|i| format!("document {i} {}", "panda bamboo ".repeat(40)))
+        .collect();
+    let client = reqwest::Client::new();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (client, long, target) = (client.clone(), long.clone(), url(&server, "/rerank"));
+        tasks.push(tokio::spawn(async move {
+            client
+                .post(&target)
+                .json(&json!({"query": QUERY, "texts": long}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    server.shutdown().await.unwrap();
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), 200);
+    }
+}
+
+#[tokio::test]
+async fn load_test_client_reports_percentiles() {
+    let server = serve().await;
+    let report = bge_rerank_server::load_test::run(bge_rerank_server::load_test::LoadTest {
+        url: url(&server, "/rerank"),
+        body: json!({"query": QUERY, "texts": DOCS}).to_string(),
+        concurrency: 4,
+        requests: 40,
+        api_key: None,
+    })
+    .await
+    .unwrap();
+    assert_eq!(report.requests, 40);
+    assert_eq!(report.ok, 40);
+    assert!(report.percentile(0.5) <= report.percentile(0.99));
+    assert!(report.to_string().contains("p99"));
+    server.shutdown().await.unwrap();
+}
