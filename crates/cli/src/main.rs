@@ -34,6 +34,10 @@ enum Command {
     Rerank(commands::rerank::RerankArgs),
     /// Measure scoring speed (pairs/s, tokens/s) on a workload file, or load-test a server (--url).
     Bench(commands::bench::BenchArgs),
+    /// Rerank a first stage's top-k on retrieval data and report metrics beside the first stage's.
+    Eval(commands::eval::EvalArgs),
+    /// trec_eval's metrics for a TREC run against qrels.
+    Metrics(commands::metrics::MetricsArgs),
     /// Serve rerankers over HTTP (TEI /rerank, Cohere/Jina /v1/rerank, /score).
     Serve(commands::serve::ServeArgs),
 }
@@ -57,6 +61,8 @@ fn main() -> std::process::ExitCode {
         Command::Rerank(args) => commands::rerank::run(args, ui),
         Command::Bench(args) => commands::bench::run(args, ui),
         Command::Serve(args) => commands::serve::run(args),
+        Command::Eval(args) => commands::eval::run(args, ui),
+        Command::Metrics(args) => commands::metrics::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

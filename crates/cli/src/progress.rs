@@ -17,7 +17,7 @@ impl Ui {
         let bar = ProgressBar::new(total as u64);
         bar.set_style(
             ProgressStyle::with_template(
-                "{bar:40} {pos}/{len} pairs  {per_sec}  elapsed {elapsed}  eta {eta}",
+                "{prefix} {bar:40} {pos}/{len} pairs  {per_sec}  elapsed {elapsed}  eta {eta}",
             )
             .expect("static template"),
         );

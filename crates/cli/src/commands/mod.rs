@@ -1,4 +1,6 @@
 pub mod bench;
+pub mod eval;
+pub mod metrics;
 pub mod rerank;
 pub mod score;
 pub mod serve;

@@ -1,0 +1,116 @@
+//! `bge-rerank metrics` and `bge-rerank eval` as users call them.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+fn bge_rerank(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_bge-rerank"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn metrics_reproduces_trec_eval() {
+    let qrels = fixtures().join("trec_eval/qrels.test");
+    let run = fixtures().join("trec_eval/results.test");
+    let (ok, stdout, stderr) = bge_rerank(&[
+        "metrics",
+        "--qrels",
+        qrels.to_str().unwrap(),
+        "--run",
+        run.to_str().unwrap(),
+        "--metrics",
+        "map,P@10,mrr,ndcg@10",
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let four = |key: &str| format!("{:.4}", json[key].as_f64().unwrap());
+    assert_eq!(four("map"), "0.1785");
+    assert_eq!(four("P@10"), "0.3000");
+    assert_eq!(four("mrr"), "0.4064");
+    assert_eq!(four("ndcg@10"), "0.3016");
+
+    let (ok, _, stderr) = bge_rerank(&[
+        "metrics",
+        "--qrels",
+        qrels.to_str().unwrap(),
+        "--run",
+        run.to_str().unwrap(),
+        "--metrics",
+        "bleu@4",
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("bleu"), "{stderr}");
+}
+
+#[test]
+fn eval_prints_the_table_and_writes_the_report() {
+    let out = tempfile::tempdir().unwrap();
+    let report = out.path().join("r/report");
+    let saved = out.path().join("reranked.trec");
+    let data = fixtures().join("scifact-slice");
+    let run = data.join("runs/bm25.top20.trec");
+    let args = [
+        "eval",
+        "--model",
+        fixtures().join("xlmr-reranker").to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--run",
+        run.to_str().unwrap(),
+        "--top-k",
+        "10",
+        "--max-queries",
+        "5",
+        "--metrics",
+        "ndcg@10,mrr@10",
+        "--cache-dir",
+        out.path().join("cache").to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+        "--save-run",
+        saved.to_str().unwrap(),
+        "--quiet",
+    ]
+    .map(String::from);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, first, stderr) = bge_rerank(&args);
+    assert!(ok, "{stderr}");
+    assert!(
+        first.contains("first stage") && first.contains("ndcg@10") && first.contains("5 queries"),
+        "{first}"
+    );
+    for ext in ["json", "md", "svg"] {
+        assert!(report.with_extension(ext).is_file(), "{ext}");
+    }
+    let lines = std::fs::read_to_string(&saved).unwrap();
+    assert_eq!(lines.lines().count(), 50);
+    // Determinism: the same table again (all from cache).
+    let (ok, second, _) = bge_rerank(&args);
+    assert!(ok);
+    let table = |t: &str| t.lines().take(3).collect::<Vec<_>>().join("\n");
+    assert_eq!(table(&first), table(&second));
+    assert!(second.contains("0 scored, 50 from cache"), "{second}");
+
+    // Bad inputs are named.
+    let (ok, _, stderr) = bge_rerank(&[
+        "eval",
+        "--model",
+        fixtures().join("xlmr-reranker").to_str().unwrap(),
+        "--data",
+        out.path().to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("corpus.jsonl"), "{stderr}");
+}
