@@ -18,6 +18,35 @@ pub struct ModelArgs {
     pub adapter: Option<std::path::PathBuf>,
 }
 
+/// The model options of commands that can also run without a model (`bench --url`,
+/// `eval --first-stage-only`).
+#[derive(Args, Debug, Clone)]
+pub struct OptionalModelArgs {
+    /// Model folder, or Hugging Face id resolved through the local cache.
+    #[arg(long, short)]
+    pub model: Option<String>,
+    /// Precision: auto (as stored, computed in f32 on CPU), f32, f16 or bf16.
+    #[arg(long, default_value = "auto", value_parser = parse_precision)]
+    pub dtype: Precision,
+    /// A peft LoRA adapter folder to merge into an LLM reranker.
+    #[arg(long)]
+    pub adapter: Option<std::path::PathBuf>,
+}
+
+impl OptionalModelArgs {
+    /// The model options, or an error saying what else the command needs.
+    pub fn require(&self, otherwise: &str) -> anyhow::Result<ModelArgs> {
+        match &self.model {
+            Some(model) => Ok(ModelArgs {
+                model: model.clone(),
+                dtype: self.dtype,
+                adapter: self.adapter.clone(),
+            }),
+            None => anyhow::bail!("give --model, or {otherwise}"),
+        }
+    }
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct InputArgs {
     /// Longest passage (and pair) in tokens, as FlagEmbedding's max_length.

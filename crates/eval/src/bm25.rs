@@ -15,7 +15,26 @@ use crate::data::{DataSet, Run};
 use crate::error::{EvalError, Result};
 
 /// What a report says about this first stage.
-pub const DESCRIPTION: &str = "BM25 (tantivy; k1 1.2, b 0.75; en_stem tokenizer; title + text)";
+pub const DESCRIPTION: &str =
+    "BM25 (tantivy; k1 1.2, b 0.75; en_stem tokenizer, CJK as single characters; title + text)";
+
+/// Chinese, Japanese and Korean text has no spaces between words: index each such character as a
+/// token of its own (character unigrams), which the whitespace-and-punctuation tokenizer then keeps.
+fn split_cjk(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + text.len() / 2);
+    for c in text.chars() {
+        let cjk = matches!(c as u32,
+            0x3040..=0x30ff | 0x3400..=0x4dbf | 0x4e00..=0x9fff | 0xac00..=0xd7af | 0xf900..=0xfaff);
+        if cjk {
+            out.push(' ');
+            out.push(c);
+            out.push(' ');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
 
 fn index_error(e: impl std::fmt::Display) -> EvalError {
     EvalError::Index(e.to_string())
@@ -32,7 +51,7 @@ impl Bm25Index {
         let meta = std::fs::metadata(&corpus).map_err(|e| EvalError::io(&corpus, e))?;
         let canonical = corpus.canonicalize().unwrap_or(corpus.clone());
         let key = format!(
-            "{}|{}|{:?}",
+            "{DESCRIPTION}|{}|{}|{:?}",
             canonical.display(),
             meta.len(),
             meta.modified().ok()
@@ -67,7 +86,9 @@ impl Bm25Index {
             |_| true,
             |doc_id, text| {
                 if failure.is_none() {
-                    if let Err(e) = writer.add_document(doc!(id => doc_id, body => text)) {
+                    if let Err(e) =
+                        writer.add_document(doc!(id => doc_id, body => split_cjk(&text)))
+                    {
                         failure = Some(index_error(e));
                     }
                 }
@@ -97,7 +118,7 @@ impl Bm25Index {
         let mut run = Run::new();
         for (qid, text) in queries {
             // Plain words only: no query syntax (operators, fields, phrases) from the user's text.
-            let words: String = text
+            let words: String = split_cjk(text)
                 .chars()
                 .map(|c| {
                     if c.is_alphanumeric() {
@@ -121,5 +142,14 @@ impl Bm25Index {
             run.insert(qid.clone(), docs);
         }
         Ok(run)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cjk_characters_become_tokens() {
+        assert_eq!(super::split_cjk("大熊猫 panda"), " 大  熊  猫  panda");
+        assert_eq!(super::split_cjk("plain text"), "plain text");
     }
 }

@@ -9,7 +9,7 @@ use bge_rerank_engine::{Reranker, ScoreOptions};
 
 use crate::bm25::{self, Bm25Index};
 use crate::cache::ScoreCache;
-use crate::data::{read_run, DataSet, Run};
+use crate::data::{read_run, DataSet, Qrels, Run};
 use crate::error::{EvalError, Result};
 use crate::metrics::{evaluate, trec_order, Evaluation, Metric};
 
@@ -108,27 +108,31 @@ pub fn cache_key(reranker: &Reranker, model_key: &str, options: &ScoreOptions) -
     )
 }
 
-/// Reranks one data set. `run` is a TREC run file, or `None` for the built-in BM25.
-/// `on_total` is told how many pairs need scoring, `on_scored` how many each step scored.
-pub fn evaluate_dataset(
-    reranker: &Reranker,
-    model_key: &str,
+/// A data set's first stage: its judged queries' top k, and what the run named that the data set lacks.
+pub struct FirstStage {
+    pub name: String,
+    pub qrels: Qrels,
+    pub queries: BTreeMap<String, String>,
+    pub run: Run,
+    pub missing_queries: (usize, Vec<String>),
+}
+
+impl FirstStage {
+    pub fn evaluate(&self, metrics: &[Metric]) -> Evaluation {
+        evaluate(&self.qrels, &self.run, metrics)
+    }
+}
+
+/// Reads (or, with `run` = `None`, computes with the built-in BM25) the first stage of `data`,
+/// restricted to the judged queries with text, each cut to its top k.
+pub fn first_stage(
     data: &DataSet,
     run: Option<&Path>,
     options: &EvalOptions,
-    on_total: &dyn Fn(usize),
-    on_scored: &dyn Fn(usize),
-) -> Result<DataSetResult> {
-    let start = Instant::now();
-    let layers = reranker.resolve_layers(options.score.cutoff_layers.as_deref())?;
-    if layers.len() > 1 {
-        return Err(EvalError::Invalid(
-            "reranking orders by one score: give a single cutoff layer".into(),
-        ));
-    }
+) -> Result<FirstStage> {
     let qrels = data.qrels()?;
     let queries = data.queries()?;
-    let (first_stage_name, full_run) = match run {
+    let (name, full_run) = match run {
         Some(path) => (path.display().to_string(), read_run(path)?),
         None => {
             let index = Bm25Index::open_or_build(data, &options.cache_dir)?;
@@ -148,8 +152,7 @@ pub fn evaluate_dataset(
             .filter(|q| !queries.contains_key(*q) || !qrels.contains_key(*q))
             .cloned(),
     );
-    // The judged queries with text that the run covers, each cut to its top k.
-    let mut first_stage: Run = full_run
+    let mut cut: Run = full_run
         .into_iter()
         .filter(|(q, _)| queries.contains_key(q) && qrels.contains_key(q))
         .map(|(q, docs)| {
@@ -159,15 +162,49 @@ pub fn evaluate_dataset(
         })
         .collect();
     if let Some(n) = options.max_queries {
-        first_stage = first_stage.into_iter().take(n).collect();
+        cut = cut.into_iter().take(n).collect();
     }
-    if first_stage.is_empty() {
+    if cut.is_empty() {
         return Err(EvalError::Invalid(format!(
             "{}: no judged query of split `{}` is in the first-stage run",
             data.dir.display(),
             data.split
         )));
     }
+    Ok(FirstStage {
+        name,
+        qrels,
+        queries,
+        run: cut,
+        missing_queries,
+    })
+}
+
+/// Reranks one data set. `run` is a TREC run file, or `None` for the built-in BM25.
+/// `on_total` is told how many pairs need scoring, `on_scored` how many each step scored.
+pub fn evaluate_dataset(
+    reranker: &Reranker,
+    model_key: &str,
+    data: &DataSet,
+    run: Option<&Path>,
+    options: &EvalOptions,
+    on_total: &dyn Fn(usize),
+    on_scored: &dyn Fn(usize),
+) -> Result<DataSetResult> {
+    let start = Instant::now();
+    let layers = reranker.resolve_layers(options.score.cutoff_layers.as_deref())?;
+    if layers.len() > 1 {
+        return Err(EvalError::Invalid(
+            "reranking orders by one score: give a single cutoff layer".into(),
+        ));
+    }
+    let FirstStage {
+        name: first_stage_name,
+        qrels,
+        queries,
+        run: first_stage,
+        missing_queries,
+    } = first_stage(data, run, options)?;
 
     let needed: HashSet<&str> = first_stage
         .values()

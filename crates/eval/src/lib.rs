@@ -11,5 +11,5 @@ pub mod report;
 
 pub use data::{read_qrels, read_run, write_run, DataSet, Qrels, Run};
 pub use error::{EvalError, Result};
-pub use eval::{evaluate_dataset, DataSetResult, EvalOptions};
+pub use eval::{evaluate_dataset, first_stage, DataSetResult, EvalOptions, FirstStage};
 pub use metrics::{evaluate, parse_metrics, Evaluation, Metric};

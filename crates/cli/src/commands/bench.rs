@@ -7,20 +7,13 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::jsonl::read_pairs;
-use crate::model_args::{BatchArgs, InputArgs, ModelArgs};
+use crate::model_args::{BatchArgs, InputArgs, OptionalModelArgs};
 use crate::progress::Ui;
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Model folder or HF id (in-process benchmark).
-    #[arg(long, short, required_unless_present = "url")]
-    model: Option<String>,
-    /// Precision: auto, f32, f16 or bf16.
-    #[arg(long, default_value = "auto", value_parser = crate::model_args::parse_precision)]
-    dtype: bge_rerank_engine::Precision,
-    /// LoRA adapter folder (LLM rerankers).
-    #[arg(long)]
-    adapter: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    model: OptionalModelArgs,
     /// Workload: JSON Lines of {"query", "passage"} (e.g. shared/bench/workloads/rerank-100.jsonl).
     #[arg(long, short, required_unless_present = "url")]
     workload: Option<String>,
@@ -52,19 +45,17 @@ pub fn run(args: BenchArgs, ui: Ui) -> anyhow::Result<()> {
     if let Some(url) = &args.url {
         return load_test(url, &args);
     }
-    let (Some(model), Some(workload)) = (args.model.clone(), args.workload.clone()) else {
-        anyhow::bail!("give --model and --workload, or --url and --request");
+    let model = args
+        .model
+        .require("--url and --request to load-test a server")?;
+    let Some(workload) = args.workload.clone() else {
+        anyhow::bail!("give --workload (JSON Lines of pairs), or --url and --request");
     };
     let pairs = read_pairs(&workload)?.pairs;
     if pairs.is_empty() {
         anyhow::bail!("{workload}: the workload has no pairs");
     }
-    let reranker = ModelArgs {
-        model,
-        dtype: args.dtype,
-        adapter: args.adapter.clone(),
-    }
-    .load()?;
+    let reranker = model.load()?;
     let options = args.inputs.options();
     let limits = args.batch.limits()?;
     let tokenize_start = Instant::now();

@@ -3,18 +3,21 @@
 use std::path::PathBuf;
 
 use bge_rerank_eval::{
-    cache::default_cache_dir, evaluate_dataset, parse_metrics, report, write_run, DataSet,
-    EvalOptions,
+    cache::default_cache_dir, evaluate_dataset, first_stage, parse_metrics, report, write_run,
+    DataSet, EvalOptions,
 };
 use clap::Args;
 
-use crate::model_args::{score_options, BatchArgs, InputArgs, ModelArgs};
+use crate::model_args::{score_options, BatchArgs, InputArgs, OptionalModelArgs};
 use crate::progress::Ui;
 
 #[derive(Args)]
 pub struct EvalArgs {
     #[command(flatten)]
-    model: ModelArgs,
+    model: OptionalModelArgs,
+    /// Only measure the first stage (no model needed): e.g. to see the built-in BM25's figures.
+    #[arg(long)]
+    first_stage_only: bool,
     /// A data set folder (BEIR, or FlagEmbedding's layout); repeat for several.
     #[arg(long, required = true)]
     data: Vec<PathBuf>,
@@ -76,8 +79,12 @@ pub fn run(args: EvalArgs, ui: Ui) -> anyhow::Result<()> {
         .iter()
         .map(|d| DataSet::open(d, &args.split))
         .collect::<Result<Vec<_>, _>>()?;
-    let reranker = args.model.load()?;
-    let model_key = format!("{}|adapter={:?}", args.model.model, args.model.adapter);
+    if args.first_stage_only {
+        return first_stage_only(&args, &data_sets, &options);
+    }
+    let model = args.model.require("--first-stage-only")?;
+    let reranker = model.load()?;
+    let model_key = format!("{}|adapter={:?}", model.model, model.adapter);
     let mut results = Vec::new();
     for (i, data) in data_sets.iter().enumerate() {
         let bar = ui.pairs_bar(0);
@@ -111,6 +118,35 @@ pub fn run(args: EvalArgs, ui: Ui) -> anyhow::Result<()> {
     if let Some(out) = &args.report {
         for path in report::write_report(out, &results)? {
             eprintln!("wrote {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+fn first_stage_only(
+    args: &EvalArgs,
+    data_sets: &[DataSet],
+    options: &EvalOptions,
+) -> anyhow::Result<()> {
+    println!(
+        "{:<16}{:<14}{:>8}  first stage",
+        "data set", "metric", "queries"
+    );
+    for (i, data) in data_sets.iter().enumerate() {
+        let stage = first_stage(data, args.run.get(i).map(PathBuf::as_path), options)?;
+        let evaluation = stage.evaluate(&options.metrics);
+        for (metric, value) in options.metrics.iter().zip(&evaluation.mean) {
+            println!(
+                "{:<16}{:<14}{:>8}  {value:.4}",
+                data.name(),
+                metric.name,
+                evaluation.num_queries()
+            );
+        }
+        println!("{}: {}", data.name(), stage.name);
+        if let Some(out) = &args.save_run {
+            write_run(out, &stage.run, "first-stage")?;
+            eprintln!("wrote {}", out.display());
         }
     }
     Ok(())
