@@ -47,6 +47,17 @@ impl OptionalModelArgs {
     }
 }
 
+/// Where JSON Lines of pairs come from and where the answer goes.
+#[derive(Args, Debug, Clone)]
+pub struct PairFiles {
+    /// JSON Lines of {"query", "passage", ...}; - for stdin.
+    #[arg(long, short, default_value = "-")]
+    pub input: String,
+    /// Where to write the lines, each with its field added; - for stdout.
+    #[arg(long, short, default_value = "-")]
+    pub output: String,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct InputArgs {
     /// Longest passage (and pair) in tokens, as FlagEmbedding's max_length.

@@ -23,54 +23,13 @@ fn env_dir(var: &str) -> Option<PathBuf> {
     }
 }
 
-#[test]
-fn real_xlmr_tokenizer_reproduces_flagembedding_inputs() {
-    let Some(assets) = env_dir("BGE_RERANK_ASSETS") else {
-        return;
-    };
-    let tokenizer_path = assets.join("tokenizers/xlm-roberta/hf/tokenizer.json");
-    let builder =
-        InputBuilder::for_encoder(load_tokenizer(&tokenizer_path).unwrap(), &tokenizer_path)
-            .unwrap();
-    let rows = read_jsonl(&assets.join("golden/flagembedding_reranker_inputs.jsonl"));
-    let mut checked = 0;
-    for row in rows.iter().filter(|r| {
-        r["model_family"]
-            .as_str()
-            .unwrap()
-            .starts_with("xlm-roberta")
-    }) {
-        let pair = [(
-            row["query"].as_str().unwrap(),
-            row["passage"].as_str().unwrap(),
-        )];
-        let input = &builder.build(&pair, &InputOptions::default()).unwrap()[0];
-        let want: Vec<u32> = row["input_ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as u32)
-            .collect();
-        assert_eq!(input.ids, want, "query {:?}", row["query"]);
-        checked += 1;
-    }
-    assert_eq!(checked, 6);
-}
-
-#[test]
-fn real_gemma_tokenizer_reproduces_flagembedding_inputs() {
-    let Some(assets) = env_dir("BGE_RERANK_ASSETS") else {
-        return;
-    };
-    let tokenizer = load_tokenizer(&assets.join("tokenizers/gemma/hf/tokenizer.json")).unwrap();
-    // bge-reranker-v2-gemma: bos 2 (differs from pad 0), so it is prepended.
-    let builder = InputBuilder::for_llm(tokenizer, Some(2)).unwrap();
-    assert_eq!(builder.first_token_id("Yes").unwrap(), 3553);
+/// Builds every golden row of one model family and compares the ids; returns how many were checked.
+fn check_golden_rows(assets: &std::path::Path, builder: &InputBuilder, family: &str) -> usize {
     let rows = read_jsonl(&assets.join("golden/flagembedding_reranker_inputs.jsonl"));
     let mut checked = 0;
     for row in rows
         .iter()
-        .filter(|r| r["model_family"].as_str().unwrap().starts_with("gemma"))
+        .filter(|r| r["model_family"].as_str().unwrap().starts_with(family))
     {
         let pair = [(
             row["query"].as_str().unwrap(),
@@ -83,10 +42,34 @@ fn real_gemma_tokenizer_reproduces_flagembedding_inputs() {
             .iter()
             .map(|v| v.as_u64().unwrap() as u32)
             .collect();
-        assert_eq!(input.ids, want, "query {:?}", row["query"]);
+        assert_eq!(input.ids, want, "{family}: query {:?}", row["query"]);
         checked += 1;
     }
-    assert_eq!(checked, 6);
+    checked
+}
+
+#[test]
+fn real_xlmr_tokenizer_reproduces_flagembedding_inputs() {
+    let Some(assets) = env_dir("BGE_RERANK_ASSETS") else {
+        return;
+    };
+    let tokenizer_path = assets.join("tokenizers/xlm-roberta/hf/tokenizer.json");
+    let builder =
+        InputBuilder::for_encoder(load_tokenizer(&tokenizer_path).unwrap(), &tokenizer_path)
+            .unwrap();
+    assert_eq!(check_golden_rows(&assets, &builder, "xlm-roberta"), 6);
+}
+
+#[test]
+fn real_gemma_tokenizer_reproduces_flagembedding_inputs() {
+    let Some(assets) = env_dir("BGE_RERANK_ASSETS") else {
+        return;
+    };
+    let tokenizer = load_tokenizer(&assets.join("tokenizers/gemma/hf/tokenizer.json")).unwrap();
+    // bge-reranker-v2-gemma: bos 2 (differs from pad 0), so it is prepended.
+    let builder = InputBuilder::for_llm(tokenizer, Some(2)).unwrap();
+    assert_eq!(builder.first_token_id("Yes").unwrap(), 3553);
+    assert_eq!(check_golden_rows(&assets, &builder, "gemma"), 6);
 }
 
 #[test]

@@ -4,19 +4,15 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use crate::jsonl::{read_pairs, write_lines, PairLines};
-use crate::model_args::{score_options, BatchArgs, InputArgs, ModelArgs};
+use crate::model_args::{score_options, BatchArgs, InputArgs, ModelArgs, PairFiles};
 use crate::progress::Ui;
 
 #[derive(Args)]
 pub struct ScoreArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// JSON Lines of {"query", "passage", ...}; - for stdin.
-    #[arg(long, short, default_value = "-")]
-    input: String,
-    /// Where to write the scored lines; - for stdout.
-    #[arg(long, short, default_value = "-")]
-    output: String,
+    #[command(flatten)]
+    files: PairFiles,
     /// Map scores to [0, 1] with the sigmoid, as FlagEmbedding's normalize=True.
     #[arg(long)]
     normalize: bool,
@@ -28,7 +24,7 @@ pub struct ScoreArgs {
 
 pub fn run(args: ScoreArgs, ui: Ui) -> anyhow::Result<()> {
     let options = score_options(&args.inputs, &args.batch, args.normalize)?;
-    let PairLines { objects, pairs } = read_pairs(&args.input)?;
+    let PairLines { objects, pairs } = read_pairs(&args.files.input)?;
     let reranker = args.model.load()?;
     let bar = ui.pairs_bar(pairs.len());
     let scores = reranker.compute_scores(&pairs, &options, &|n| bar.inc(n as u64))?;
@@ -42,5 +38,5 @@ pub fn run(args: ScoreArgs, ui: Ui) -> anyhow::Result<()> {
         object.insert("score".into(), score);
         Value::Object(object).to_string()
     });
-    write_lines(&args.output, lines)
+    write_lines(&args.files.output, lines)
 }

@@ -4,24 +4,20 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use crate::jsonl::{read_pairs, write_lines, PairLines};
-use crate::model_args::{InputArgs, ModelArgs};
+use crate::model_args::{InputArgs, ModelArgs, PairFiles};
 
 #[derive(Args)]
 pub struct TokenizeArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// JSON Lines of {"query", "passage", ...}; - for stdin.
-    #[arg(long, short, default_value = "-")]
-    input: String,
-    /// Where to write the lines with "input_ids"; - for stdout.
-    #[arg(long, short, default_value = "-")]
-    output: String,
+    #[command(flatten)]
+    files: PairFiles,
     #[command(flatten)]
     inputs: InputArgs,
 }
 
 pub fn run(args: TokenizeArgs) -> anyhow::Result<()> {
-    let PairLines { objects, pairs } = read_pairs(&args.input)?;
+    let PairLines { objects, pairs } = read_pairs(&args.files.input)?;
     let reranker = args.model.load()?;
     // Layers do not change the ids, but a request the model cannot honour is still an error.
     reranker.resolve_layers(args.inputs.cutoff_layers.as_deref())?;
@@ -30,5 +26,5 @@ pub fn run(args: TokenizeArgs) -> anyhow::Result<()> {
         object.insert("input_ids".into(), json!(input.ids));
         Value::Object(object).to_string()
     });
-    write_lines(&args.output, lines)
+    write_lines(&args.files.output, lines)
 }

@@ -6,7 +6,7 @@
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Embedding, VarBuilder};
 
-use super::layers::{split_heads, Activation, Dense, Numerics};
+use super::layers::{check_input, split_heads, Activation, Dense, Numerics};
 use crate::error::{Error, Result};
 use crate::input::ModelInput;
 
@@ -274,27 +274,11 @@ impl Decoder {
         let mut seq_lens = Vec::with_capacity(inputs.len());
         let mut last_token_rows = Vec::with_capacity(inputs.len());
         for input in inputs {
-            if input.is_empty() {
-                return Err(Error::Input("an input has no tokens".into()));
-            }
-            if input.len() > self.spec.max_position_embeddings {
-                return Err(Error::Input(format!(
-                    "an input of {} tokens exceeds the model's {} positions; lower max_length",
-                    input.len(),
-                    self.spec.max_position_embeddings
-                )));
-            }
-            if let Some(&bad) = input
-                .ids
-                .iter()
-                .find(|&&id| id as usize >= self.spec.vocab_size)
-            {
-                return Err(Error::Input(format!(
-                    "token id {bad} is outside the model's vocabulary of {}: the tokenizer does \
-                     not belong to these weights",
-                    self.spec.vocab_size
-                )));
-            }
+            check_input(
+                input,
+                self.spec.max_position_embeddings,
+                self.spec.vocab_size,
+            )?;
             ids.extend_from_slice(&input.ids);
             seq_lens.push(input.len());
             last_token_rows.push(ids.len() as u32 - 1);

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, VarBuilder};
 
-use super::layers::{attend, split_heads, Activation, Dense, LayerNorm, Numerics};
+use super::layers::{attend, check_input, split_heads, Activation, Dense, LayerNorm, Numerics};
 use crate::error::{Error, Result};
 use crate::input::ModelInput;
 
@@ -273,27 +273,7 @@ impl Encoder {
         let mut first_token_rows = Vec::with_capacity(inputs.len());
         let pad = self.cfg.pad_token_id;
         for input in inputs {
-            if input.is_empty() {
-                return Err(Error::Input("an input has no tokens".into()));
-            }
-            if input.len() > self.max_input_tokens() {
-                return Err(Error::Input(format!(
-                    "an input of {} tokens exceeds the model's {} positions; lower max_length",
-                    input.len(),
-                    self.max_input_tokens()
-                )));
-            }
-            if let Some(&bad) = input
-                .ids
-                .iter()
-                .find(|&&id| id as usize >= self.cfg.vocab_size)
-            {
-                return Err(Error::Input(format!(
-                    "token id {bad} is outside the model's vocabulary of {}: the tokenizer does \
-                     not belong to these weights",
-                    self.cfg.vocab_size
-                )));
-            }
+            check_input(input, self.max_input_tokens(), self.cfg.vocab_size)?;
             first_token_rows.push(ids.len() as u32);
             seq_lens.push(input.len());
             ids.extend_from_slice(&input.ids);

@@ -4,6 +4,8 @@
 use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 
+use crate::input::ModelInput;
+
 /// How a model rounds: `None` computes in plain f32; `Some(dtype)` keeps weights and activations on
 /// that dtype's grid (f32 arithmetic with rounding after each layer), which is what bf16/f16 inference
 /// computes on hardware without such matrix units in candle.
@@ -150,4 +152,26 @@ pub fn split_heads(x: &Tensor, start: usize, len: usize, heads: usize) -> Result
         .reshape((len, heads, head_dim))?
         .transpose(0, 1)?
         .contiguous()
+}
+
+/// Refuses an input the model cannot read: empty, longer than its positions, or holding token ids
+/// beyond its vocabulary (a tokenizer that does not belong to the weights).
+pub fn check_input(input: &ModelInput, max_tokens: usize, vocab_size: usize) -> crate::Result<()> {
+    use crate::Error;
+    if input.is_empty() {
+        return Err(Error::Input("an input has no tokens".into()));
+    }
+    if input.len() > max_tokens {
+        return Err(Error::Input(format!(
+            "an input of {} tokens exceeds the model's {max_tokens} positions; lower max_length",
+            input.len()
+        )));
+    }
+    if let Some(&bad) = input.ids.iter().find(|&&id| id as usize >= vocab_size) {
+        return Err(Error::Input(format!(
+            "token id {bad} is outside the model's vocabulary of {vocab_size}: the tokenizer does \
+             not belong to these weights"
+        )));
+    }
+    Ok(())
 }
