@@ -361,10 +361,6 @@ impl CrossEncoder {
         })
     }
 
-    pub fn max_input_tokens(&self) -> usize {
-        self.encoder.max_input_tokens()
-    }
-
     /// One logit per input.
     pub fn score(&self, inputs: &[&ModelInput]) -> Result<Vec<f32>> {
         if inputs.is_empty() {

@@ -89,10 +89,6 @@ impl GemmaReranker {
         Ok(Self { decoder, yes_row })
     }
 
-    pub fn max_input_tokens(&self) -> usize {
-        self.decoder.spec().max_position_embeddings
-    }
-
     pub fn score(&self, inputs: &[&ModelInput]) -> Result<Vec<f32>> {
         if inputs.is_empty() {
             return Ok(Vec::new());

@@ -73,10 +73,6 @@ impl Dense {
             numerics: layers.first().map(|l| l.numerics).unwrap_or_default(),
         })
     }
-
-    pub fn out_dim(&self) -> usize {
-        self.weight.dim(0).unwrap_or(0)
-    }
 }
 
 impl Module for Dense {

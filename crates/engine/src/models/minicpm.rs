@@ -120,10 +120,6 @@ impl LayerwiseReranker {
         })
     }
 
-    pub fn max_input_tokens(&self) -> usize {
-        self.decoder.spec().max_position_embeddings
-    }
-
     /// The layers that can answer: start_layer..=num_hidden_layers.
     pub fn layer_range(&self) -> std::ops::RangeInclusive<usize> {
         self.start_layer..=self.decoder.spec().num_hidden_layers
