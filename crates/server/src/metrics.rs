@@ -70,7 +70,7 @@ impl Default for Metrics {
         );
         registry.register(
             "queue_depth",
-            "Pairs accepted and not yet scored",
+            "Pairs of the scheduling round in progress not yet scored",
             queue_depth.clone(),
         );
         registry.register(
