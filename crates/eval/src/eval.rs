@@ -87,8 +87,10 @@ impl DataSetResult {
     }
 }
 
+/// A count and the first few (sorted, so reports are deterministic).
 fn examples(items: impl Iterator<Item = String>) -> (usize, Vec<String>) {
-    let all: Vec<String> = items.collect();
+    let mut all: Vec<String> = items.collect();
+    all.sort();
     let shown = all.iter().take(5).cloned().collect();
     (all.len(), shown)
 }
@@ -262,16 +264,16 @@ pub fn evaluate_dataset(
         on_scored(chunk.len());
     }
 
-    // Documents the corpus lacks cannot be read: they go to the bottom, in first-stage order.
+    // Documents the corpus lacks cannot be read: they go to the bottom, in first-stage order
+    // (distinct scores far below any logit; -1e30 - i would round to one value and tie).
     let reranked_run: Run = first_stage
         .iter()
         .map(|(qid, docs)| {
-            let n = docs.len() as f64;
             let reranked = docs
                 .iter()
                 .enumerate()
                 .map(|(i, (doc, _))| {
-                    let score = cache.get(qid, doc).unwrap_or(-1e30 - i as f64 / n);
+                    let score = cache.get(qid, doc).unwrap_or(-1e9 - i as f64);
                     (doc.clone(), score)
                 })
                 .collect();

@@ -161,7 +161,8 @@ fn run_naming_unknown_documents_and_queries_is_reported() {
         std::fs::read_to_string(fixtures().join("scifact-slice/runs/bm25.top20.trec")).unwrap();
     let first_query = run.split_whitespace().next().unwrap().to_string();
     run.push_str(&format!(
-        "{first_query} Q0 no-such-doc 99 100.0 x\nno-such-query Q0 d 1 1.0 x\n"
+        "{first_query} Q0 aaa-missing 98 100.0 x\n{first_query} Q0 zzz-missing 99 99.0 x\n\
+         no-such-query Q0 d 1 1.0 x\n"
     ));
     let path = dir.path().join("run.trec");
     std::fs::write(&path, run).unwrap();
@@ -175,7 +176,17 @@ fn run_naming_unknown_documents_and_queries_is_reported() {
         &|_| {},
     )
     .unwrap();
-    assert_eq!(result.missing_docs, (1, vec!["no-such-doc".to_string()]));
+    assert_eq!(
+        result.missing_docs,
+        (
+            2,
+            vec!["aaa-missing".to_string(), "zzz-missing".to_string()]
+        )
+    );
+    // Unreadable documents go to the bottom of the reranked list, in first-stage order.
+    let reranked = bge_rerank_eval::metrics::trec_order(&result.reranked_run[&first_query]);
+    let tail: Vec<&str> = reranked[8..].iter().map(|(d, _)| d.as_str()).collect();
+    assert_eq!(tail, ["aaa-missing", "zzz-missing"]);
     assert_eq!(
         result.missing_queries,
         (1, vec!["no-such-query".to_string()])
