@@ -165,10 +165,6 @@ impl InputBuilder {
         })
     }
 
-    pub fn is_llm(&self) -> bool {
-        matches!(self.style, PairStyle::Llm { .. })
-    }
-
     /// The first id of `text` tokenized without special tokens (FlagEmbedding's "Yes" token).
     pub fn first_token_id(&self, text: &str) -> Result<u32> {
         encode_ids(&self.tokenizer, text)?
@@ -194,10 +190,9 @@ impl InputBuilder {
                         "a prompt applies to the LLM rerankers only, not to cross-encoders".into(),
                     ));
                 }
-                let queries =
-                    self.encode_texts(pairs.iter().map(|(q, _)| q.as_ref().to_string()))?;
+                let queries = self.encode_texts(pairs.iter().map(|(q, _)| q.as_ref()).collect())?;
                 let passages =
-                    self.encode_texts(pairs.iter().map(|(_, p)| p.as_ref().to_string()))?;
+                    self.encode_texts(pairs.iter().map(|(_, p)| p.as_ref()).collect())?;
                 queries
                     .into_iter()
                     .zip(passages)
@@ -209,10 +204,18 @@ impl InputBuilder {
                     &self.tokenizer,
                     options.prompt.as_deref().unwrap_or(DEFAULT_PROMPT),
                 )?;
-                let queries =
-                    self.encode_texts(pairs.iter().map(|(q, _)| format!("A: {}", q.as_ref())))?;
-                let passages =
-                    self.encode_texts(pairs.iter().map(|(_, p)| format!("B: {}", p.as_ref())))?;
+                let queries = self.encode_texts(
+                    pairs
+                        .iter()
+                        .map(|(q, _)| format!("A: {}", q.as_ref()))
+                        .collect(),
+                )?;
+                let passages = self.encode_texts(
+                    pairs
+                        .iter()
+                        .map(|(_, p)| format!("B: {}", p.as_ref()))
+                        .collect(),
+                )?;
                 let limit = options.max_length + sep.len() + prompt.len();
                 Ok(queries
                     .into_iter()
@@ -241,8 +244,11 @@ impl InputBuilder {
         }
     }
 
-    fn encode_texts(&self, texts: impl Iterator<Item = String>) -> Result<Vec<Encoding>> {
-        let texts: Vec<String> = texts.collect();
+    /// Tokenizes texts without special tokens (borrowed or owned: no copy is made for the encoders).
+    fn encode_texts<'s, T>(&self, texts: Vec<T>) -> Result<Vec<Encoding>>
+    where
+        T: Into<tokenizers::EncodeInput<'s>> + Send,
+    {
         self.tokenizer
             .encode_batch(texts, false)
             .map_err(|e| Error::Tokenize(e.to_string()))

@@ -138,26 +138,32 @@ pub fn write_run(path: &Path, run: &Run, tag: &str) -> Result<()> {
     std::fs::write(path, text).map_err(|e| EvalError::io(path, e))
 }
 
-fn json_objects(path: &Path) -> Result<Vec<(usize, serde_json::Map<String, Value>)>> {
-    let mut out = Vec::new();
-    for (line_no, line) in lines(path)? {
-        let line = line?;
+/// The JSON objects of a JSON Lines file, one per non-blank line, with their line numbers.
+fn json_object_lines(
+    path: &Path,
+) -> Result<impl Iterator<Item = Result<(usize, serde_json::Map<String, Value>)>> + '_> {
+    Ok(lines(path)?.filter_map(move |(line_no, line)| {
+        let line = match line {
+            Ok(line) => line,
+            Err(e) => return Some(Err(e)),
+        };
         if line.trim().is_empty() {
-            continue;
+            return None;
         }
-        match serde_json::from_str::<Value>(&line) {
-            Ok(Value::Object(object)) => out.push((line_no, object)),
-            Ok(_) => return Err(EvalError::format(path, line_no, "expected a JSON object")),
-            Err(e) => {
-                return Err(EvalError::format(
-                    path,
-                    line_no,
-                    format!("invalid JSON: {e}"),
-                ))
-            }
-        }
-    }
-    Ok(out)
+        Some(match serde_json::from_str::<Value>(&line) {
+            Ok(Value::Object(object)) => Ok((line_no, object)),
+            Ok(_) => Err(EvalError::format(path, line_no, "expected a JSON object")),
+            Err(e) => Err(EvalError::format(
+                path,
+                line_no,
+                format!("invalid JSON: {e}"),
+            )),
+        })
+    }))
+}
+
+fn json_objects(path: &Path) -> Result<Vec<(usize, serde_json::Map<String, Value>)>> {
+    json_object_lines(path)?.collect()
 }
 
 /// An id field (string or number) under any of `names`.
@@ -290,22 +296,8 @@ impl DataSet {
         mut visit: impl FnMut(String, String),
     ) -> Result<()> {
         let path = self.corpus_path();
-        for (line_no, line) in lines(&path)? {
-            let line = line?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let object = match serde_json::from_str::<Value>(&line) {
-                Ok(Value::Object(object)) => object,
-                Ok(_) => return Err(EvalError::format(&path, line_no, "expected a JSON object")),
-                Err(e) => {
-                    return Err(EvalError::format(
-                        &path,
-                        line_no,
-                        format!("invalid JSON: {e}"),
-                    ))
-                }
-            };
+        for item in json_object_lines(&path)? {
+            let (line_no, object) = item?;
             let id = id_field(&path, line_no, &object, &["_id", "id"])?;
             if !wanted(&id) {
                 continue;

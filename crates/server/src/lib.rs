@@ -234,7 +234,6 @@ fn load_models(specs: &[ModelSpec], state: &AppState) -> Result<Vec<ServedModel>
             ),
             name: spec.name.clone(),
             reranker,
-            default_max_length: state.limits.default_max_length,
         });
     }
     Ok(models)

@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use crate::api::*;
 use crate::error::ApiError;
 use crate::scheduler::{JobOutput, ScoreJob};
-use crate::state::{AppState, ServedModel};
+use crate::state::{AppState, Limits, ServedModel};
 
 /// Parses a JSON body: malformed JSON (or not UTF-8) is 400, well-formed but wrong (types, unknown
 /// or missing fields, negative numbers) is 422.
@@ -50,9 +50,9 @@ fn check_texts<'a>(
     Ok(())
 }
 
-fn input_options(model: &ServedModel, knobs: &Knobs) -> Result<InputOptions, ApiError> {
+fn input_options(limits: &Limits, knobs: &Knobs) -> Result<InputOptions, ApiError> {
     // Inputs longer than the model's positions are refused by the engine when they are built.
-    let max_length = knobs.max_length.unwrap_or(model.default_max_length);
+    let max_length = knobs.max_length.unwrap_or(limits.default_max_length);
     if max_length == 0 {
         return Err(ApiError::validation("max_length must be at least 1"));
     }
@@ -74,7 +74,7 @@ async fn score_pairs(
     let (reply, answer) = oneshot::channel();
     model.scheduler.submit(ScoreJob {
         pairs,
-        options: input_options(model, knobs)?,
+        options: input_options(&state.limits, knobs)?,
         cutoff_layers: knobs.cutoff_layers.clone(),
         truncate,
         reply,

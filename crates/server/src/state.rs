@@ -55,7 +55,6 @@ pub struct ServedModel {
     pub name: String,
     pub reranker: Arc<Reranker>,
     pub scheduler: Scheduler,
-    pub default_max_length: usize,
 }
 
 impl ServedModel {
@@ -67,7 +66,6 @@ impl ServedModel {
             "architecture": r.architecture().name(),
             "dtype": r.precision().compute,
             "precision": r.precision().explanation,
-            "default_max_length": self.default_max_length,
             "cutoff_layers": r.resolve_layers(None).ok().filter(|l| !l.is_empty()),
         })
     }
