@@ -24,6 +24,7 @@ pub mod model_dir;
 pub mod models;
 pub mod precision;
 pub mod reranker;
+pub mod trainable;
 pub mod weights;
 
 pub use batch::BatchLimits;

@@ -1,5 +1,6 @@
-//! peft LoRA adapters (adapter_config.json + adapter_model.safetensors), merged into the base weights
-//! at load as FlagEmbedding's `peft_path` does (`merge_and_unload`): W += (alpha / r) * B A.
+//! peft LoRA adapters (adapter_config.json + adapter_model.safetensors): read, merged into the base
+//! weights at load as FlagEmbedding's `peft_path` does (`merge_and_unload`): W += (alpha / r) * B A,
+//! and written by training in the layout peft loads.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -45,11 +46,44 @@ fn is_empty(value: &Option<serde_json::Value>) -> bool {
     }
 }
 
+/// One adapted module: `module` is the base model's module path (`model.layers.0.self_attn.q_proj`),
+/// `a` is (r, in) and `b` is (out, r), in f32.
+#[derive(Debug, Clone)]
+pub struct LoraPair {
+    pub module: String,
+    pub a: Tensor,
+    pub b: Tensor,
+}
+
+/// A peft LoRA adapter as read from its folder.
+#[derive(Debug, Clone)]
+pub struct Adapter {
+    pub rank: usize,
+    pub alpha: f64,
+    /// alpha / r (or alpha / sqrt(r) with rsLoRA).
+    pub scaling: f64,
+    pub targets: Vec<String>,
+    pub pairs: Vec<LoraPair>,
+}
+
 /// The weight deltas of one adapter, keyed by the base model's tensor names (`...q_proj.weight`).
 pub fn load_deltas(
     dir: &Path,
     has_base_tensor: &dyn Fn(&str) -> bool,
 ) -> Result<HashMap<String, Tensor>> {
+    let adapter = read_adapter(dir, has_base_tensor)?;
+    adapter
+        .pairs
+        .iter()
+        .map(|pair| {
+            let delta = (pair.b.matmul(&pair.a)? * adapter.scaling)?;
+            Ok((format!("{}.weight", pair.module), delta))
+        })
+        .collect()
+}
+
+/// Reads and checks an adapter folder against the base model it is meant for.
+pub fn read_adapter(dir: &Path, has_base_tensor: &dyn Fn(&str) -> bool) -> Result<Adapter> {
     let config_path = dir.join(CONFIG);
     let cfg: AdapterConfig = read_json(&config_path)?;
     let unsupported = |message: String| Error::Config {
@@ -123,7 +157,7 @@ pub fn load_deltas(
         name: name.into(),
         message,
     };
-    let mut deltas = HashMap::new();
+    let mut pairs = Vec::new();
     for (key, a) in &tensors {
         let Some(module) = key.strip_suffix(".lora_A.weight") else {
             if !key.ends_with(".lora_B.weight") {
@@ -165,13 +199,74 @@ pub fn load_deltas(
                 ),
             ));
         }
-        deltas.insert(base_name, (b.matmul(&a)? * scaling)?);
+        pairs.push(LoraPair {
+            module: module.to_string(),
+            a,
+            b,
+        });
     }
-    if deltas.is_empty() {
+    if pairs.is_empty() {
         return Err(Error::Safetensors {
             path: weights_path,
             message: "no LoRA matrices found".into(),
         });
     }
-    Ok(deltas)
+    pairs.sort_by(|x, y| x.module.cmp(&y.module));
+    Ok(Adapter {
+        rank: cfg.r,
+        alpha: cfg.lora_alpha,
+        scaling,
+        targets,
+        pairs,
+    })
+}
+
+/// Writes `pairs` as a peft adapter folder that peft, FlagEmbedding's `peft_path` and `--adapter`
+/// load: adapter_config.json and adapter_model.safetensors with peft's tensor names.
+pub fn write_adapter(
+    dir: &Path,
+    rank: usize,
+    alpha: f64,
+    targets: &[String],
+    dropout: f64,
+    base_model: &str,
+    pairs: &[LoraPair],
+) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let config = serde_json::json!({
+        "peft_type": "LORA",
+        "task_type": null,
+        "base_model_name_or_path": base_model,
+        "r": rank,
+        "lora_alpha": alpha,
+        "lora_dropout": dropout,
+        "target_modules": targets,
+        "bias": "none",
+        "fan_in_fan_out": false,
+        "inference_mode": true,
+        "init_lora_weights": true,
+        "use_rslora": false,
+        "use_dora": false,
+        "modules_to_save": null,
+        "layers_to_transform": null,
+        "layers_pattern": null,
+        "rank_pattern": {},
+        "alpha_pattern": {},
+    });
+    let config_path = dir.join(CONFIG);
+    let text = serde_json::to_string_pretty(&config).map_err(|error| Error::Json {
+        path: config_path.clone(),
+        error,
+    })?;
+    std::fs::write(&config_path, text).map_err(|e| Error::io(&config_path, e))?;
+    let mut tensors = HashMap::new();
+    for pair in pairs {
+        tensors.insert(format!("{KEY_PREFIX}{}.lora_A.weight", pair.module), pair.a.clone());
+        tensors.insert(format!("{KEY_PREFIX}{}.lora_B.weight", pair.module), pair.b.clone());
+    }
+    let weights_path = dir.join(WEIGHTS);
+    candle_core::safetensors::save(&tensors, &weights_path).map_err(|e| Error::Safetensors {
+        path: weights_path,
+        message: e.to_string(),
+    })
 }

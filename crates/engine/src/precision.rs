@@ -78,6 +78,7 @@ impl Precision {
                 ResolvedPrecision {
                     numerics: Numerics {
                         round_to: Some(dtype),
+                        differentiable: false,
                     },
                     compute: name,
                     explanation: format!(

@@ -70,53 +70,16 @@ impl Reranker {
             }
             folder.weights.merge_lora(adapter)?;
         }
-        let tokenizer_path = folder.dir.tokenizer_path();
-        let tokenizer = load_tokenizer(&tokenizer_path)?;
-        let (inputs, model): (InputBuilder, Box<dyn ScoringModel>) = match folder.architecture {
-            Architecture::XlmRobertaForSequenceClassification
-            | Architecture::BertForSequenceClassification => {
-                let (cfg, flavor) = folder.encoder_config()?;
-                let model =
-                    CrossEncoder::load(folder.var_builder(), &cfg, flavor, folder.numerics())
-                        .map_err(|e| folder.load_error(e))?;
-                (
-                    InputBuilder::for_encoder(tokenizer, &tokenizer_path)?,
-                    Box::new(model),
-                )
-            }
-            Architecture::GemmaForCausalLM => {
-                let cfg: gemma::Config = read_json(&folder.config_path)?;
-                let root = folder.dir.root();
-                let bos = special_token_id(root, &tokenizer, "bos_token");
-                let pad = special_token_id(root, &tokenizer, "pad_token");
-                // FlagLLMReranker prepends bos only when it exists and differs from pad.
-                let bos = bos.filter(|b| Some(*b) != pad);
-                let inputs = InputBuilder::for_llm(tokenizer, bos)?;
-                let yes = inputs.first_token_id("Yes")?;
-                let model = GemmaReranker::load(folder.var_builder(), &cfg, yes, folder.numerics())
-                    .map_err(|e| folder.load_error(e))?;
-                (inputs, Box::new(model))
-            }
-            Architecture::LayerWiseMiniCPMForCausalLM => {
-                let cfg: minicpm::Config = read_json(&folder.config_path)?;
-                let bos = special_token_id(folder.dir.root(), &tokenizer, "bos_token").ok_or_else(
-                    || Error::Tokenizer {
-                        path: tokenizer_path.clone(),
-                        message: "no bos_token: the layerwise reranker's inputs start with it"
-                            .into(),
-                    },
-                )?;
-                let model = LayerwiseReranker::load(folder.var_builder(), &cfg, folder.numerics())
-                    .map_err(|e| folder.load_error(e))?;
-                (
-                    InputBuilder::for_llm(tokenizer, Some(bos))?,
-                    Box::new(model),
-                )
-            }
-            Architecture::XlmRobertaModel | Architecture::BertModel => {
-                unreachable!("checked above")
-            }
-        };
+        let config = folder.config_json()?;
+        let inputs = folder.input_builder(folder.architecture)?;
+        let family = folder.load_family(
+            folder.architecture,
+            &config,
+            folder.var_builder(),
+            folder.numerics(),
+            &inputs,
+        )?;
+        let model = family.boxed();
         Ok(Self {
             dir: folder.dir,
             architecture: folder.architecture,
@@ -245,17 +208,108 @@ pub fn load_encoder(model: &str, precision: Precision) -> Result<(Encoder, Input
     Ok((encoder, inputs))
 }
 
+/// A loaded model family, before it is boxed behind `ScoringModel`.
+pub(crate) enum Family {
+    Encoder(CrossEncoder),
+    Gemma(GemmaReranker),
+    Layerwise(LayerwiseReranker),
+}
+
+impl Family {
+    fn boxed(self) -> Box<dyn ScoringModel> {
+        match self {
+            Family::Encoder(m) => Box::new(m),
+            Family::Gemma(m) => Box::new(m),
+            Family::Layerwise(m) => Box::new(m),
+        }
+    }
+}
+
 /// A model folder with its config read and its weights mapped: what every family's loader needs.
-struct OpenedFolder {
-    dir: ModelDir,
-    config_path: std::path::PathBuf,
-    architecture: Architecture,
-    weights: Weights,
-    precision: ResolvedPrecision,
+pub(crate) struct OpenedFolder {
+    pub dir: ModelDir,
+    pub config_path: std::path::PathBuf,
+    pub architecture: Architecture,
+    pub weights: Weights,
+    pub precision: ResolvedPrecision,
 }
 
 impl OpenedFolder {
-    fn open(model: &str, precision: Precision) -> Result<Self> {
+    pub fn config_json(&self) -> Result<serde_json::Value> {
+        read_json(&self.config_path)
+    }
+
+    fn parse_config<T: serde::de::DeserializeOwned>(&self, config: &serde_json::Value) -> Result<T> {
+        serde_json::from_value(config.clone()).map_err(|error| Error::Json {
+            path: self.config_path.clone(),
+            error,
+        })
+    }
+
+    /// How this folder's tokenizer turns pairs into inputs for `architecture`.
+    pub fn input_builder(&self, architecture: Architecture) -> Result<InputBuilder> {
+        let tokenizer_path = self.dir.tokenizer_path();
+        let tokenizer = load_tokenizer(&tokenizer_path)?;
+        let root = self.dir.root();
+        match architecture {
+            Architecture::GemmaForCausalLM => {
+                let bos = special_token_id(root, &tokenizer, "bos_token");
+                let pad = special_token_id(root, &tokenizer, "pad_token");
+                // FlagLLMReranker prepends bos only when it exists and differs from pad.
+                let bos = bos.filter(|b| Some(*b) != pad);
+                InputBuilder::for_llm(tokenizer, bos)
+            }
+            Architecture::LayerWiseMiniCPMForCausalLM => {
+                let bos = special_token_id(root, &tokenizer, "bos_token").ok_or_else(|| {
+                    Error::Tokenizer {
+                        path: tokenizer_path.clone(),
+                        message: "no bos_token: the layerwise reranker's inputs start with it"
+                            .into(),
+                    }
+                })?;
+                InputBuilder::for_llm(tokenizer, Some(bos))
+            }
+            _ => InputBuilder::for_encoder(tokenizer, &tokenizer_path),
+        }
+    }
+
+    /// The model of `architecture` (a family with a score head), configured by `config` and with
+    /// weights from `vb`; `inputs` is the folder's input builder (Gemma reads its "Yes" token).
+    pub fn load_family(
+        &self,
+        architecture: Architecture,
+        config: &serde_json::Value,
+        vb: candle_nn::VarBuilder<'static>,
+        numerics: Numerics,
+        inputs: &InputBuilder,
+    ) -> Result<Family> {
+        let loaded = match architecture {
+            Architecture::XlmRobertaForSequenceClassification
+            | Architecture::BertForSequenceClassification => {
+                let flavor = Self::encoder_flavor(architecture)?;
+                let cfg: encoder::Config = self.parse_config(config)?;
+                CrossEncoder::load(vb, &cfg, flavor, numerics).map(Family::Encoder)
+            }
+            Architecture::GemmaForCausalLM => {
+                let cfg: gemma::Config = self.parse_config(config)?;
+                let yes = inputs.first_token_id("Yes")?;
+                GemmaReranker::load(vb, &cfg, yes, numerics).map(Family::Gemma)
+            }
+            Architecture::LayerWiseMiniCPMForCausalLM => {
+                let cfg: minicpm::Config = self.parse_config(config)?;
+                LayerwiseReranker::load(vb, &cfg, numerics).map(Family::Layerwise)
+            }
+            Architecture::XlmRobertaModel | Architecture::BertModel => {
+                return Err(Error::Unsupported(format!(
+                    "`{}` has no classification head",
+                    architecture.name()
+                )))
+            }
+        };
+        loaded.map_err(|e| self.load_error(e))
+    }
+
+    pub fn open(model: &str, precision: Precision) -> Result<Self> {
         let dir = ModelDir::resolve(model)?;
         let config_path = dir.config_path();
         let architecture = Architecture::from_config_file(&config_path)?;
@@ -272,7 +326,14 @@ impl OpenedFolder {
     }
 
     fn encoder_config(&self) -> Result<(encoder::Config, Flavor)> {
-        let flavor = match self.architecture {
+        Ok((
+            read_json(&self.config_path)?,
+            Self::encoder_flavor(self.architecture)?,
+        ))
+    }
+
+    pub fn encoder_flavor(architecture: Architecture) -> Result<Flavor> {
+        Ok(match architecture {
             Architecture::BertForSequenceClassification | Architecture::BertModel => Flavor::Bert,
             Architecture::XlmRobertaForSequenceClassification | Architecture::XlmRobertaModel => {
                 Flavor::XlmRoberta
@@ -283,21 +344,20 @@ impl OpenedFolder {
                     other.name()
                 )))
             }
-        };
-        Ok((read_json(&self.config_path)?, flavor))
+        })
     }
 
-    fn numerics(&self) -> Numerics {
+    pub fn numerics(&self) -> Numerics {
         self.precision.numerics
     }
 
     /// Weights are read as f32; `Numerics` rounds them where a lower precision was asked for.
-    fn var_builder(&self) -> candle_nn::VarBuilder<'static> {
+    pub fn var_builder(&self) -> candle_nn::VarBuilder<'static> {
         self.weights.var_builder(DType::F32, &Device::Cpu)
     }
 
     /// Tensor errors already name file and tensor; config-level ones get the config path.
-    fn load_error(&self, error: Error) -> Error {
+    pub fn load_error(&self, error: Error) -> Error {
         match error {
             Error::Compute(e) => Error::Load {
                 path: self.dir.root().to_path_buf(),

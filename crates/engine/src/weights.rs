@@ -111,6 +111,29 @@ impl Weights {
         self.by_name.contains_key(name)
     }
 
+    /// Every tensor name, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.by_name.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// A tensor in the dtype it is stored in, with any merged adapter delta applied.
+    pub fn stored(&self, name: &str) -> Result<Tensor> {
+        let file = self.file_of(name)?;
+        let view = file.tensors.get(name).map_err(|e| Error::Tensor {
+            file: file.name.clone(),
+            name: name.into(),
+            message: e.to_string(),
+        })?;
+        let dtype = DType::try_from(view.dtype()).map_err(|e| Error::Tensor {
+            file: file.name.clone(),
+            name: name.into(),
+            message: e.to_string(),
+        })?;
+        Ok(self.get_unchecked(name, dtype, &Device::Cpu)?)
+    }
+
     pub fn var_builder(&self, dtype: DType, device: &Device) -> VarBuilder<'static> {
         VarBuilder::from_backend(Box::new(self.clone()), dtype, device.clone())
     }

@@ -6,7 +6,10 @@
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Embedding, VarBuilder};
 
-use super::layers::{check_input, split_heads, Activation, Dense, Numerics};
+use super::layers::{
+    causal_mask, check_input, padded_attention, split_heads, Activation, Dense, Numerics,
+    PaddedLayout,
+};
 use crate::error::{Error, Result};
 use crate::input::ModelInput;
 
@@ -193,8 +196,16 @@ impl Decoder {
             .numerics
             .round((self.embed_tokens.forward(&packed.ids)? * self.spec.embedding_scale)?)?;
         let mut states = Vec::with_capacity(depths.len());
+        let padded = if self.numerics.differentiable {
+            Some(PaddedLayout::new(&packed.seq_lens, &self.device)?)
+        } else {
+            None
+        };
         for (index, layer) in self.layers.iter().enumerate().take(deepest) {
-            x = self.layer_forward(layer, &x, &packed.seq_lens)?;
+            x = match &padded {
+                Some(layout) => self.layer_forward_padded(layer, &x, layout)?,
+                None => self.layer_forward(layer, &x, &packed.seq_lens)?,
+            };
             if depths.contains(&(index + 1)) {
                 let last = x.index_select(&packed.last_token_rows, 0)?;
                 states.push(self.norm.forward(&last)?);
@@ -244,7 +255,48 @@ impl Decoder {
             contexts.push(context.transpose(0, 1)?.reshape((len, q_dim))?);
             start += len;
         }
-        let attended = layer.o_proj.forward(&Tensor::cat(&contexts, 0)?)?;
+        self.finish_layer(layer, x, &Tensor::cat(&contexts, 0)?)
+    }
+
+    /// The training form of `layer_forward`: attention on a padded grid from differentiable ops.
+    fn layer_forward_padded(
+        &self,
+        layer: &DecoderLayer,
+        x: &Tensor,
+        layout: &PaddedLayout,
+    ) -> candle_core::Result<Tensor> {
+        let s = &self.spec;
+        let (q_dim, kv_dim) = (
+            s.num_attention_heads * s.head_dim,
+            s.num_key_value_heads * s.head_dim,
+        );
+        let qkv = layer.qkv.forward(&layer.input_norm.forward(x)?)?;
+        let (cos, sin) = self.rope_tables(layout.max_len())?;
+        let group = s.num_attention_heads / s.num_key_value_heads;
+        let heads = |start: usize, width: usize, count: usize| {
+            layout.to_heads(&qkv.narrow(1, start, width)?, count)
+        };
+        let q = candle_nn::rotary_emb::rope_slow(&heads(0, q_dim, s.num_attention_heads)?, &cos, &sin)?;
+        let k = candle_nn::rotary_emb::rope_slow(
+            &heads(q_dim, kv_dim, s.num_key_value_heads)?,
+            &cos,
+            &sin,
+        )?;
+        let v = heads(q_dim + kv_dim, kv_dim, s.num_key_value_heads)?;
+        let (k, v) = (repeat_kv4(k, group)?, repeat_kv4(v, group)?);
+        let context = padded_attention(&q, &k, &v, layout, true, None)?;
+        self.finish_layer(layer, x, &layout.to_rows(&context)?)
+    }
+
+    /// Everything after attention: output projection, residuals and the gated MLP.
+    fn finish_layer(
+        &self,
+        layer: &DecoderLayer,
+        x: &Tensor,
+        context: &Tensor,
+    ) -> candle_core::Result<Tensor> {
+        let s = &self.spec;
+        let attended = layer.o_proj.forward(context)?;
         let x = self.numerics.round((x + (attended * s.residual_scale)?)?)?;
         let gate_up = layer
             .gate_up
@@ -309,10 +361,13 @@ fn repeat_kv(x: Tensor, group: usize) -> candle_core::Result<Tensor> {
         .reshape((heads * group, len, d))
 }
 
-/// (len, len): 0 on and below the diagonal, -inf above.
-fn causal_mask(len: usize, device: &Device) -> candle_core::Result<Tensor> {
-    let mask: Vec<f32> = (0..len)
-        .flat_map(|i| (0..len).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
-        .collect();
-    Tensor::from_vec(mask, (len, len), device)
+/// (n, kv_heads, len, d) -> (n, kv_heads * group, len, d).
+fn repeat_kv4(x: Tensor, group: usize) -> candle_core::Result<Tensor> {
+    if group == 1 {
+        return Ok(x);
+    }
+    let (n, heads, len, d) = x.dims4()?;
+    x.unsqueeze(2)?
+        .expand((n, heads, group, len, d))?
+        .reshape((n, heads * group, len, d))
 }

@@ -10,7 +10,10 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, VarBuilder};
 
-use super::layers::{attend, check_input, split_heads, Activation, Dense, LayerNorm, Numerics};
+use super::layers::{
+    attend, check_input, padded_attention, split_heads, Activation, Dense, Dropout, LayerNorm,
+    Numerics, PaddedLayout,
+};
 use crate::error::{Error, Result};
 use crate::input::ModelInput;
 
@@ -35,6 +38,17 @@ pub struct Config {
     pub num_labels: Option<usize>,
     #[serde(default)]
     pub id2label: Option<HashMap<String, String>>,
+    #[serde(default = "default_dropout")]
+    pub hidden_dropout_prob: f64,
+    #[serde(default = "default_dropout")]
+    pub attention_probs_dropout_prob: f64,
+    /// The head's dropout; `None` means hidden_dropout_prob (as transformers reads it).
+    #[serde(default)]
+    pub classifier_dropout: Option<f64>,
+}
+
+fn default_dropout() -> f64 {
+    0.1
 }
 
 fn default_type_vocab_size() -> usize {
@@ -144,7 +158,7 @@ impl EncoderLayer {
         })
     }
 
-    fn forward(&self, x: &Tensor, seq_lens: &[usize]) -> candle_core::Result<Tensor> {
+    fn forward(&self, x: &Tensor, packed: &PackedBatch) -> candle_core::Result<Tensor> {
         let hidden = x.dim(1)?;
         let qkv = self.qkv.forward(x)?;
         let (q, k, v) = (
@@ -152,28 +166,44 @@ impl EncoderLayer {
             qkv.narrow(1, hidden, hidden)?,
             qkv.narrow(1, 2 * hidden, hidden)?,
         );
-        let scale = 1.0 / ((hidden / self.heads) as f64).sqrt();
-        let mut contexts = Vec::with_capacity(seq_lens.len());
-        let mut start = 0;
-        for &len in seq_lens {
-            let context = attend(
-                &split_heads(&q, start, len, self.heads)?,
-                &split_heads(&k, start, len, self.heads)?,
-                &split_heads(&v, start, len, self.heads)?,
-                scale,
-            )?;
-            contexts.push(context.transpose(0, 1)?.reshape((len, hidden))?);
-            start += len;
-        }
-        let context = Tensor::cat(&contexts, 0)?;
-        let attended = self
-            .attention_norm
-            .forward(&(self.attention_out.forward(&context)? + x)?)?;
+        let context = match &packed.padded {
+            Some(layout) => {
+                let heads = |t: &Tensor| layout.to_heads(t, self.heads);
+                let dropout = packed.dropout.as_ref();
+                layout.to_rows(&padded_attention(
+                    &heads(&q)?,
+                    &heads(&k)?,
+                    &heads(&v)?,
+                    layout,
+                    false,
+                    dropout,
+                )?)?
+            }
+            None => {
+                let scale = 1.0 / ((hidden / self.heads) as f64).sqrt();
+                let mut contexts = Vec::with_capacity(packed.seq_lens.len());
+                let mut start = 0;
+                for &len in &packed.seq_lens {
+                    let context = attend(
+                        &split_heads(&q, start, len, self.heads)?,
+                        &split_heads(&k, start, len, self.heads)?,
+                        &split_heads(&v, start, len, self.heads)?,
+                        scale,
+                    )?;
+                    contexts.push(context.transpose(0, 1)?.reshape((len, hidden))?);
+                    start += len;
+                }
+                Tensor::cat(&contexts, 0)?
+            }
+        };
+        let attended = self.attention_norm.forward(
+            &(packed.hidden_dropout(&self.attention_out.forward(&context)?)? + x)?,
+        )?;
         let inner = self
             .activation
             .forward(&self.intermediate.forward(&attended)?)?;
         self.output_norm
-            .forward(&(self.output.forward(&inner)? + attended)?)
+            .forward(&(packed.hidden_dropout(&self.output.forward(&inner)?)? + attended)?)
     }
 }
 
@@ -188,6 +218,7 @@ pub struct Encoder {
     numerics: Numerics,
     cfg: Config,
     device: Device,
+    dropout: Option<Dropout>,
 }
 
 impl Encoder {
@@ -229,7 +260,23 @@ impl Encoder {
             numerics,
             cfg: cfg.clone(),
             device: base.device().clone(),
+            dropout: None,
         })
+    }
+
+    /// Training: turn dropout on (the config's probabilities, masks drawn from `seed`) or off.
+    pub fn set_dropout(&mut self, seed: Option<u64>) {
+        self.dropout = seed.map(|seed| {
+            Dropout::new(
+                self.cfg.hidden_dropout_prob,
+                self.cfg.attention_probs_dropout_prob,
+                seed,
+            )
+        });
+    }
+
+    fn dropout(&self) -> Option<&Dropout> {
+        self.dropout.as_ref()
     }
 
     pub fn hidden_size(&self) -> usize {
@@ -257,9 +304,10 @@ impl Encoder {
         let x = (self.word_embeddings.forward(&packed.ids)?
             + self.position_embeddings.forward(&packed.positions)?)?;
         let x = (x + self.token_type_embeddings.forward(&packed.type_ids)?)?;
-        let mut x = self.embedding_norm.forward(&self.numerics.round(x)?)?;
+        let x = self.embedding_norm.forward(&self.numerics.round(x)?)?;
+        let mut x = packed.hidden_dropout(&x)?;
         for layer in &self.layers {
-            x = layer.forward(&x, &packed.seq_lens)?;
+            x = layer.forward(&x, packed)?;
         }
         x.index_select(&packed.first_token_rows, 0)
     }
@@ -306,24 +354,45 @@ impl Encoder {
                 }
             }
         }
-        let tensor = |v: Vec<u32>| Tensor::from_vec(v.clone(), v.len(), &self.device);
+        let tensor = |v: Vec<u32>| {
+            let n = v.len();
+            Tensor::from_vec(v, n, &self.device)
+        };
+        let padded = if self.numerics.differentiable {
+            Some(PaddedLayout::new(&seq_lens, &self.device)?)
+        } else {
+            None
+        };
         Ok(PackedBatch {
             ids: tensor(ids)?,
             type_ids: tensor(type_ids)?,
             positions: tensor(positions)?,
             first_token_rows: tensor(first_token_rows)?,
             seq_lens,
+            padded,
+            dropout: self.dropout.clone(),
         })
     }
 }
 
-/// A batch of sequences laid end to end.
+/// A batch of sequences laid end to end, with the padded layout attention uses when training.
 struct PackedBatch {
     ids: Tensor,
     type_ids: Tensor,
     positions: Tensor,
     first_token_rows: Tensor,
     seq_lens: Vec<usize>,
+    padded: Option<PaddedLayout>,
+    dropout: Option<Dropout>,
+}
+
+impl PackedBatch {
+    fn hidden_dropout(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match &self.dropout {
+            Some(dropout) => dropout.hidden(x),
+            None => Ok(x.clone()),
+        }
+    }
 }
 
 /// An encoder with a one-logit classification head (dense + tanh on the first token, then a
@@ -332,6 +401,8 @@ pub struct CrossEncoder {
     encoder: Encoder,
     dense: Dense,
     out: Dense,
+    flavor: Flavor,
+    classifier_dropout: f64,
 }
 
 impl CrossEncoder {
@@ -358,7 +429,14 @@ impl CrossEncoder {
             encoder,
             dense,
             out,
+            flavor,
+            classifier_dropout: cfg.classifier_dropout.unwrap_or(cfg.hidden_dropout_prob),
         })
+    }
+
+    /// Training: dropout on (masks drawn from `seed`) or off.
+    pub fn set_dropout(&mut self, seed: Option<u64>) {
+        self.encoder.set_dropout(seed);
     }
 
     /// One logit per input.
@@ -366,9 +444,26 @@ impl CrossEncoder {
         if inputs.is_empty() {
             return Ok(Vec::new());
         }
-        let states = self.encoder.first_token_states(inputs)?;
-        let pooled = self.dense.forward(&states)?.tanh()?;
-        let logits = self.out.forward(&pooled)?.squeeze(1)?;
+        let logits = self.logits(inputs)?;
         Ok(logits.to_dtype(DType::F32)?.to_vec1::<f32>()?)
+    }
+
+    /// The logits as a tensor (inputs,), part of the autograd graph when the weights are variables.
+    /// Dropout sits where transformers puts it: RoBERTa's head drops before both layers, BERT's
+    /// before the classifier only.
+    pub fn logits(&self, inputs: &[&ModelInput]) -> Result<Tensor> {
+        let states = self.encoder.first_token_states(inputs)?;
+        let drop = |x: Tensor| -> candle_core::Result<Tensor> {
+            match self.encoder.dropout() {
+                Some(d) => d.apply(&x, self.classifier_dropout),
+                None => Ok(x),
+            }
+        };
+        let states = match self.flavor {
+            Flavor::XlmRoberta => drop(states)?,
+            Flavor::Bert => states,
+        };
+        let pooled = drop(self.dense.forward(&states)?.tanh()?)?;
+        Ok(self.out.forward(&pooled)?.squeeze(1)?)
     }
 }

@@ -93,9 +93,13 @@ impl GemmaReranker {
         if inputs.is_empty() {
             return Ok(Vec::new());
         }
+        Ok(self.logits(inputs)?.to_vec1::<f32>()?)
+    }
+
+    /// The "Yes" logits as a tensor (inputs,), part of the autograd graph when trained.
+    pub fn logits(&self, inputs: &[&ModelInput]) -> Result<Tensor> {
         let depth = self.decoder.spec().num_hidden_layers;
         let states = self.decoder.last_token_states(inputs, &[depth])?;
-        let logits = states[0].matmul(&self.yes_row.unsqueeze(1)?)?.squeeze(1)?;
-        Ok(logits.to_vec1::<f32>()?)
+        Ok(states[0].matmul(&self.yes_row.unsqueeze(1)?)?.squeeze(1)?)
     }
 }

@@ -149,15 +149,26 @@ impl LayerwiseReranker {
         if inputs.is_empty() {
             return Ok(Vec::new());
         }
-        let states = self.decoder.last_token_states(inputs, layers)?;
-        let mut per_layer = Vec::with_capacity(layers.len());
-        for (state, &layer) in states.iter().zip(layers) {
-            let head = &self.heads[layer - self.start_layer];
-            let scores: Tensor = head.forward(state)?.squeeze(1)?;
-            per_layer.push(scores.to_vec1::<f32>()?);
-        }
+        let per_layer = self
+            .layer_logits(inputs, layers)?
+            .iter()
+            .map(|t| t.to_vec1::<f32>())
+            .collect::<candle_core::Result<Vec<_>>>()?;
         Ok((0..inputs.len())
             .map(|i| per_layer.iter().map(|layer| layer[i]).collect())
             .collect())
+    }
+
+    /// One logit tensor (inputs,) per layer of `layers`, part of the autograd graph when trained.
+    pub fn layer_logits(&self, inputs: &[&ModelInput], layers: &[usize]) -> Result<Vec<Tensor>> {
+        let states = self.decoder.last_token_states(inputs, layers)?;
+        states
+            .iter()
+            .zip(layers)
+            .map(|(state, &layer)| {
+                let head = &self.heads[layer - self.start_layer];
+                Ok(head.forward(state)?.squeeze(1)?)
+            })
+            .collect()
     }
 }
