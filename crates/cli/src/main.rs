@@ -38,11 +38,30 @@ enum Command {
     Eval(commands::eval::EvalArgs),
     /// trec_eval's metrics for a TREC run against qrels.
     Metrics(commands::metrics::MetricsArgs),
+    /// Fine-tune a reranker on JSON Lines of {"query", "pos", "neg"} (encoders in full, LLMs with LoRA).
+    Train(commands::train::TrainArgs),
     /// Serve rerankers over HTTP (TEI /rerank, Cohere/Jina /v1/rerank, /score).
     Serve(commands::serve::ServeArgs),
 }
 
+/// glibc returns every allocation above its mmap threshold to the kernel on free, so the next one of
+/// that size is page-faulted and zeroed afresh. Training allocates and frees tensors of tens of MB
+/// per op; pinning the threshold at its 32 MB maximum and keeping freed memory in the heap took a
+/// MiniLM step from 8.0 s to 4.9 s here (16 pairs of 256 tokens).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn keep_freed_memory() {
+    // SAFETY: mallopt only changes allocator tunables; called before any other thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn keep_freed_memory() {}
+
 fn main() -> std::process::ExitCode {
+    keep_freed_memory();
     let cli = Cli::parse();
     let default_level = if cli.verbose { "info" } else { "warn" };
     tracing_subscriber::fmt()
@@ -63,6 +82,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => commands::serve::run(args),
         Command::Eval(args) => commands::eval::run(args, ui),
         Command::Metrics(args) => commands::metrics::run(args),
+        Command::Train(args) => commands::train::run(args, ui),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

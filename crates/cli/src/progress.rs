@@ -23,4 +23,19 @@ impl Ui {
         );
         bar
     }
+
+    /// Training steps, with the loop's message (loss, learning rate, pairs/s).
+    pub fn steps_bar(&self) -> ProgressBar {
+        if self.quiet || !std::io::stderr().is_terminal() {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{bar:30} step {pos}/{len}  {msg}  elapsed {elapsed}  eta {eta}",
+            )
+            .expect("static template"),
+        );
+        bar
+    }
 }

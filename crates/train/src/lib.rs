@@ -3,3 +3,15 @@
 //! [`bge_rerank_engine::trainable::TrainableModel`] -> checkpoints transformers loads unchanged.
 
 pub mod loss;
+pub mod data;
+pub mod error;
+pub mod optimizer;
+
+pub use data::{Group, TrainData, TrainExample};
+pub use error::{Result, TrainError};
+pub mod evaluation;
+pub mod plot;
+pub mod trainer;
+
+pub use evaluation::{CheckpointEval, EvalSpec};
+pub use trainer::{train, StepLog, TrainObserver, TrainOptions, TrainSummary};

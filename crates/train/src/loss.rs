@@ -48,3 +48,44 @@ pub fn batch_loss(per_layer: &[Tensor], group_size: usize, teacher: Option<&Tens
     }
     Ok(loss)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn losses_match_their_definitions() {
+        let dev = Device::Cpu;
+        let logits = Tensor::new(&[2.0f32, 0.0, -1.0, 0.5, 0.5, 1.0], &dev).unwrap();
+        let teacher = Tensor::new(&[1.0f32, 0.0, 0.0, 0.0, 1.0, 2.0], &dev).unwrap();
+        let ce = |row: &[f64], target: &[f64]| -> f64 {
+            let lse = row.iter().map(|x| x.exp()).sum::<f64>().ln();
+            let t_sum: f64 = target.iter().map(|x| x.exp()).sum();
+            -row.iter().zip(target).map(|(x, t)| (t.exp() / t_sum) * (x - lse)).sum::<f64>()
+        };
+        let hard = |row: &[f64]| row.iter().map(|x| x.exp()).sum::<f64>().ln() - row[0];
+        let rows = [[2.0, 0.0, -1.0], [0.5, 0.5, 1.0]];
+        let teachers = [[1.0, 0.0, 0.0], [0.0, 1.0, 2.0]];
+        let want_group = (hard(&rows[0]) + hard(&rows[1])) / 2.0;
+        let want_distill = (ce(&rows[0], &teachers[0]) + ce(&rows[1], &teachers[1])) / 2.0;
+        let got: f32 = group_loss(&logits, 3).unwrap().to_scalar().unwrap();
+        assert!((f64::from(got) - want_group).abs() < 1e-5);
+        let got: f32 = batch_loss(&[logits.clone()], 3, Some(&teacher))
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!((f64::from(got) - want_group - want_distill).abs() < 1e-5);
+        // Layerwise without a teacher: both layers' group losses, plus the first distilled to the last.
+        let other = Tensor::new(&[0.0f32, 1.0, 0.0, 1.0, 0.0, 0.0], &dev).unwrap();
+        let got: f32 = batch_loss(&[other.clone(), logits.clone()], 3, None)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        let other_rows = [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]];
+        let want = want_group
+            + (hard(&other_rows[0]) + hard(&other_rows[1])) / 2.0
+            + (ce(&other_rows[0], &rows[0]) + ce(&other_rows[1], &rows[1])) / 2.0;
+        assert!((f64::from(got) - want).abs() < 1e-5, "{got} vs {want}");
+    }
+}

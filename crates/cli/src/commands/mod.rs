@@ -5,3 +5,4 @@ pub mod rerank;
 pub mod score;
 pub mod serve;
 pub mod tokenize;
+pub mod train;

@@ -6,10 +6,8 @@
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{Embedding, VarBuilder};
 
-use super::layers::{
-    causal_mask, check_input, padded_attention, split_heads, Activation, Dense, Numerics,
-    PaddedLayout,
-};
+use super::attention::{causal_mask, padded_attention, PaddedLayout};
+use super::layers::{check_input, split_heads, Activation, Dense, Numerics};
 use crate::error::{Error, Result};
 use crate::input::ModelInput;
 

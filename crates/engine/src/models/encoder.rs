@@ -10,10 +10,8 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, VarBuilder};
 
-use super::layers::{
-    attend, check_input, padded_attention, split_heads, Activation, Dense, Dropout, LayerNorm,
-    Numerics, PaddedLayout,
-};
+use super::attention::{padded_attention, Dropout, PaddedLayout};
+use super::layers::{attend, check_input, split_heads, Activation, Dense, LayerNorm, Numerics};
 use crate::error::{Error, Result};
 use crate::input::ModelInput;
 

@@ -1,0 +1,156 @@
+//! AdamW (decoupled weight decay, bias-corrected, as torch.optim.AdamW and candle-nn's `AdamW`),
+//! the linear warm-up/decay schedule and global-norm gradient clipping of the Hugging Face Trainer.
+//!
+//! candle-nn's `AdamW` keeps its moments private, so a checkpoint could not carry them and `--resume`
+//! would restart the optimizer cold; this one computes the same update and saves its state.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::{Device, Tensor, Var};
+use candle_nn::ParamsAdamW;
+
+use crate::error::{Result, TrainError};
+
+pub struct AdamW {
+    pub params: ParamsAdamW,
+    /// Updates taken so far (bias correction uses it).
+    pub step: usize,
+    /// Per variable name: first and second moments.
+    moments: HashMap<String, (Tensor, Tensor)>,
+}
+
+impl AdamW {
+    pub fn new(params: ParamsAdamW) -> Self {
+        Self {
+            params,
+            step: 0,
+            moments: HashMap::new(),
+        }
+    }
+
+    /// One update of every variable that has a gradient.
+    pub fn update(&mut self, vars: &[(String, Var)], grads: &[Option<Tensor>]) -> Result<()> {
+        self.step += 1;
+        let p = &self.params;
+        let t = self.step as i32;
+        let (scale_m, scale_v) = (1.0 / (1.0 - p.beta1.powi(t)), 1.0 / (1.0 - p.beta2.powi(t)));
+        for ((name, var), grad) in vars.iter().zip(grads) {
+            let Some(g) = grad else { continue };
+            let (m, v) = match self.moments.get(name) {
+                Some(state) => state.clone(),
+                None => (g.zeros_like()?, g.zeros_like()?),
+            };
+            let m = ((m * p.beta1)? + (g * (1.0 - p.beta1))?)?;
+            let v = ((v * p.beta2)? + (g.sqr()? * (1.0 - p.beta2))?)?;
+            let step = ((&m * scale_m)? / ((&v * scale_v)?.sqrt()? + p.eps)?)?;
+            let decayed = (var.as_tensor() * (1.0 - p.lr * p.weight_decay))?;
+            var.set(&(decayed - (step * p.lr)?)?)?;
+            self.moments.insert(name.clone(), (m, v));
+        }
+        Ok(())
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut tensors = HashMap::new();
+        for (name, (m, v)) in &self.moments {
+            tensors.insert(format!("exp_avg.{name}"), m.clone());
+            tensors.insert(format!("exp_avg_sq.{name}"), v.clone());
+        }
+        candle_core::safetensors::save(&tensors, path).map_err(|e| {
+            TrainError::Invalid(format!("{}: cannot write optimizer state: {e}", path.display()))
+        })
+    }
+
+    pub fn load(&mut self, path: &Path, step: usize) -> Result<()> {
+        let tensors = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| {
+            TrainError::Invalid(format!("{}: cannot read optimizer state: {e}", path.display()))
+        })?;
+        self.moments.clear();
+        for (key, m) in &tensors {
+            if let Some(name) = key.strip_prefix("exp_avg.") {
+                let v = tensors.get(&format!("exp_avg_sq.{name}")).ok_or_else(|| {
+                    TrainError::Invalid(format!("{}: `{name}` lacks exp_avg_sq", path.display()))
+                })?;
+                self.moments.insert(name.to_string(), (m.clone(), v.clone()));
+            }
+        }
+        self.step = step;
+        Ok(())
+    }
+}
+
+/// The learning rate at `step` (0-based) of `total`: linear warm-up to `peak` over `warmup` steps,
+/// then linear decay to zero at `total` (transformers' `get_linear_schedule_with_warmup`).
+pub fn linear_schedule(peak: f64, step: usize, warmup: usize, total: usize) -> f64 {
+    if step < warmup {
+        return peak * step as f64 / warmup.max(1) as f64;
+    }
+    let remaining = total.saturating_sub(step) as f64;
+    peak * (remaining / total.saturating_sub(warmup).max(1) as f64).max(0.0)
+}
+
+/// Scales the gradients so their global L2 norm is at most `max_norm` (torch's
+/// `clip_grad_norm_`); returns the norm before clipping.
+pub fn clip_grad_norm(grads: &mut [Option<Tensor>], max_norm: f64) -> Result<f64> {
+    let mut total = 0f64;
+    for g in grads.iter().flatten() {
+        total += f64::from(g.sqr()?.sum_all()?.to_scalar::<f32>()?);
+    }
+    let norm = total.sqrt();
+    if max_norm > 0.0 && norm > max_norm {
+        let scale = max_norm / (norm + 1e-6);
+        for g in grads.iter_mut().flatten() {
+            *g = (&*g * scale)?;
+        }
+    }
+    Ok(norm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_warms_up_then_decays_to_zero() {
+        assert_eq!(linear_schedule(1.0, 0, 10, 110), 0.0);
+        assert_eq!(linear_schedule(1.0, 5, 10, 110), 0.5);
+        assert_eq!(linear_schedule(1.0, 10, 10, 110), 1.0);
+        assert_eq!(linear_schedule(1.0, 60, 10, 110), 0.5);
+        assert_eq!(linear_schedule(1.0, 110, 10, 110), 0.0);
+        assert_eq!(linear_schedule(2.0, 0, 0, 4), 2.0);
+    }
+
+    #[test]
+    fn adamw_matches_candle_nn_and_clipping_bounds_the_norm() {
+        use candle_nn::Optimizer;
+        let dev = Device::Cpu;
+        let start = Tensor::new(&[1.0f32, -2.0, 3.0], &dev).unwrap();
+        let params = ParamsAdamW {
+            lr: 0.1,
+            weight_decay: 0.01,
+            ..Default::default()
+        };
+        let ours = Var::from_tensor(&start).unwrap();
+        let theirs = Var::from_tensor(&start).unwrap();
+        let mut ours_opt = AdamW::new(params.clone());
+        let mut theirs_opt = candle_nn::AdamW::new(vec![theirs.clone()], params).unwrap();
+        for _ in 0..3 {
+            let loss = ours.as_tensor().sqr().unwrap().sum_all().unwrap();
+            let g = loss.backward().unwrap().get(ours.as_tensor()).cloned();
+            ours_opt.update(&[("w".into(), ours.clone())], &[g]).unwrap();
+            let loss = theirs.as_tensor().sqr().unwrap().sum_all().unwrap();
+            theirs_opt.backward_step(&loss).unwrap();
+        }
+        let (a, b): (Vec<f32>, Vec<f32>) =
+            (ours.as_tensor().to_vec1().unwrap(), theirs.as_tensor().to_vec1().unwrap());
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() < 1e-6, "{a:?} vs {b:?}");
+        }
+        let mut grads = vec![Some(Tensor::new(&[3.0f32, 4.0], &dev).unwrap()), None];
+        let norm = clip_grad_norm(&mut grads, 1.0).unwrap();
+        assert!((norm - 5.0).abs() < 1e-6);
+        let clipped: Vec<f32> = grads[0].as_ref().unwrap().to_vec1().unwrap();
+        assert!((clipped[0] - 0.6).abs() < 1e-5 && (clipped[1] - 0.8).abs() < 1e-5);
+    }
+}

@@ -1,0 +1,444 @@
+//! The training loop: data -> groups -> inputs -> loss -> gradients (accumulated, clipped) -> AdamW,
+//! with checkpoints, a JSON Lines log, resumption and evaluation at each checkpoint.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use bge_rerank_engine::trainable::{LoraSettings, TrainSetup, TrainableModel, Tuning};
+use bge_rerank_engine::{Architecture, InputOptions, ModelDir};
+use candle_core::{Device, Tensor};
+use candle_nn::ParamsAdamW;
+
+use crate::data::TrainData;
+use crate::error::{Result, TrainError};
+use crate::evaluation::{CheckpointEval, EvalSpec};
+use crate::loss::batch_loss;
+use crate::optimizer::{clip_grad_norm, linear_schedule, AdamW};
+
+/// Everything `bge-rerank train` takes.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    pub model: String,
+    pub data: PathBuf,
+    pub output: PathBuf,
+    pub epochs: usize,
+    /// Stop after this many optimizer steps (overrides `epochs`).
+    pub max_steps: Option<usize>,
+    pub group_size: usize,
+    /// Queries (groups) per forward/backward pass.
+    pub batch_size: usize,
+    /// Passes whose gradients are summed into one optimizer step.
+    pub grad_accum: usize,
+    /// Peak learning rate; `None`: 6e-5 for full fine-tuning, 2e-4 for LoRA (FlagEmbedding's
+    /// examples).
+    pub lr: Option<f64>,
+    pub warmup_ratio: f64,
+    pub weight_decay: f64,
+    pub max_grad_norm: f64,
+    pub input: InputOptions,
+    pub seed: u64,
+    pub dropout: bool,
+    pub lora: LoraSettings,
+    /// Add the soft cross-entropy to the teacher scores (`pos_scores` / `neg_scores`).
+    pub distill: bool,
+    /// Write a checkpoint every this many steps (and always at the end).
+    pub save_steps: Option<usize>,
+    /// LoRA: also write the merged full model to `output/merged`.
+    pub merge: bool,
+    /// A checkpoint folder of an earlier run with the same data and options.
+    pub resume: Option<PathBuf>,
+    pub eval: Option<EvalSpec>,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self {
+            model: String::new(),
+            data: PathBuf::new(),
+            output: PathBuf::new(),
+            epochs: 1,
+            max_steps: None,
+            group_size: 8,
+            batch_size: 8,
+            grad_accum: 1,
+            lr: None,
+            warmup_ratio: 0.1,
+            weight_decay: 0.01,
+            max_grad_norm: 1.0,
+            input: InputOptions::default(),
+            seed: 42,
+            dropout: true,
+            lora: LoraSettings::default(),
+            distill: false,
+            save_steps: None,
+            merge: false,
+            resume: None,
+            eval: None,
+        }
+    }
+}
+
+/// One optimizer step, as logged.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StepLog {
+    pub step: usize,
+    pub epoch: f64,
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub pairs_per_s: f64,
+    pub elapsed_s: f64,
+}
+
+/// What the loop reports as it goes (the CLI draws a progress bar from it).
+pub trait TrainObserver {
+    fn started(&self, _total_steps: usize, _done_steps: usize, _pairs_per_step: usize) {}
+    fn step(&self, _log: &StepLog) {}
+    fn message(&self, _text: &str) {}
+}
+
+/// Where a run stands: enough to resume it exactly.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct TrainerState {
+    /// Optimizer steps taken.
+    pub step: usize,
+    pub total_steps: usize,
+    /// The next micro-batch: its epoch and its index within the epoch.
+    pub epoch: usize,
+    pub micro_batch: usize,
+    pub seed: u64,
+    pub group_size: usize,
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    pub examples: usize,
+    pub lr: f64,
+    pub evals: Vec<CheckpointEval>,
+}
+
+pub struct TrainSummary {
+    pub steps: usize,
+    pub pairs: usize,
+    pub seconds: f64,
+    pub final_loss: Option<f64>,
+    pub output: PathBuf,
+    pub checkpoints: Vec<PathBuf>,
+    pub evals: Vec<CheckpointEval>,
+    pub interrupted: bool,
+}
+
+const STATE_FILE: &str = "trainer_state.json";
+const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+pub const LOG_FILE: &str = "train_log.jsonl";
+
+pub fn train(
+    options: &TrainOptions,
+    observer: &dyn TrainObserver,
+    stop: &AtomicBool,
+) -> Result<TrainSummary> {
+    if options.group_size < 2 {
+        return Err(TrainError::Invalid(
+            "--group-size must be at least 2 (one positive and a negative)".into(),
+        ));
+    }
+    if options.batch_size == 0 || options.grad_accum == 0 {
+        return Err(TrainError::Invalid(
+            "--batch-size and --grad-accum must be at least 1".into(),
+        ));
+    }
+    let data = TrainData::read(&options.data)?;
+    if options.distill && !data.has_teacher_scores() {
+        return Err(TrainError::Data {
+            path: options.data.clone(),
+            line: 0,
+            message: "--distill needs `pos_scores` and `neg_scores` on every line".into(),
+        });
+    }
+    let borrowed = data.without_negatives();
+    if borrowed > 0 {
+        observer.message(&format!(
+            "{borrowed} of {} queries have no negatives: their groups take random passages of other queries",
+            data.examples.len()
+        ));
+    }
+    let resumed: Option<TrainerState> = match &options.resume {
+        Some(dir) => Some(read_state(dir)?),
+        None => None,
+    };
+    let mut model = load_model(options)?;
+    let is_lora = model.is_lora();
+    let lr = options.lr.unwrap_or(if is_lora { 2e-4 } else { 6e-5 });
+
+    let groups_per_step = options.batch_size * options.grad_accum;
+    let micro_per_epoch = data.examples.len().div_ceil(options.batch_size);
+    let total_steps = match options.max_steps {
+        Some(n) => n,
+        None => (options.epochs * micro_per_epoch).div_ceil(options.grad_accum),
+    };
+    let warmup = (options.warmup_ratio * total_steps as f64).ceil() as usize;
+    let mut optimizer = AdamW::new(ParamsAdamW {
+        lr,
+        weight_decay: options.weight_decay,
+        ..Default::default()
+    });
+    let mut state = TrainerState {
+        step: 0,
+        total_steps,
+        epoch: 0,
+        micro_batch: 0,
+        seed: options.seed,
+        group_size: options.group_size,
+        batch_size: options.batch_size,
+        grad_accum: options.grad_accum,
+        examples: data.examples.len(),
+        lr,
+        evals: Vec::new(),
+    };
+    if let (Some(dir), Some(saved)) = (&options.resume, resumed) {
+        check_resumable(&saved, &state, dir)?;
+        optimizer.load(&dir.join(OPTIMIZER_FILE), saved.step)?;
+        model.rebuild(saved.step as u64)?;
+        observer.message(&format!(
+            "resuming {} at step {} of {}",
+            dir.display(),
+            saved.step,
+            total_steps
+        ));
+        state = saved;
+        state.total_steps = total_steps;
+    }
+    std::fs::create_dir_all(&options.output).map_err(|e| io(&options.output, e))?;
+    let log_path = options.output.join(LOG_FILE);
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| io(&log_path, e))?;
+
+    observer.started(total_steps, state.step, groups_per_step * options.group_size);
+    let start = Instant::now();
+    let mut pairs_done = 0usize;
+    let mut checkpoints = Vec::new();
+    let mut final_loss = None;
+    let mut interrupted = false;
+    let mut order = data.epoch_order(options.seed, state.epoch);
+    while state.step < total_steps {
+        if stop.load(Ordering::Relaxed) {
+            interrupted = true;
+            break;
+        }
+        let step_start = Instant::now();
+        let step_lr = linear_schedule(lr, state.step, warmup, total_steps);
+        let mut grads: Vec<Option<Tensor>> = vec![None; model.params().len()];
+        let mut loss_sum = 0f64;
+        let mut step_pairs = 0;
+        for _ in 0..options.grad_accum {
+            if state.micro_batch >= micro_per_epoch {
+                state.epoch += 1;
+                state.micro_batch = 0;
+                order = data.epoch_order(options.seed, state.epoch);
+            }
+            let first = state.micro_batch * options.batch_size;
+            let members = &order[first..(first + options.batch_size).min(order.len())];
+            let groups: Vec<_> = members
+                .iter()
+                .enumerate()
+                .map(|(k, &i)| {
+                    let mut rng = TrainData::group_rng(options.seed, state.epoch, first + k);
+                    data.group(i, options.group_size, &mut rng)
+                })
+                .collect();
+            state.micro_batch += 1;
+            let mut inputs = Vec::with_capacity(groups.len() * options.group_size);
+            for group in &groups {
+                let pairs: Vec<(&str, &str)> = group
+                    .passages
+                    .iter()
+                    .map(|p| (group.query.as_str(), p.as_str()))
+                    .collect();
+                let mut input_options = options.input.clone();
+                if group.prompt.is_some() {
+                    input_options.prompt = group.prompt.clone();
+                }
+                inputs.extend(model.build_inputs(&pairs, &input_options)?);
+            }
+            let refs: Vec<_> = inputs.iter().collect();
+            let logits = model.logits(&refs)?;
+            let teacher = if options.distill {
+                let scores: Vec<f32> = groups
+                    .iter()
+                    .flat_map(|g| g.teacher.clone().unwrap_or_default())
+                    .collect();
+                (scores.len() == inputs.len())
+                    .then(|| Tensor::from_vec(scores, inputs.len(), &Device::Cpu))
+                    .transpose()?
+            } else {
+                None
+            };
+            let loss = (batch_loss(&logits, options.group_size, teacher.as_ref())?
+                / options.grad_accum as f64)?;
+            loss_sum += f64::from(loss.to_scalar::<f32>()?);
+            let step_grads = loss.backward()?;
+            for ((_, var), acc) in model.params().iter().zip(grads.iter_mut()) {
+                if let Some(g) = step_grads.get(var.as_tensor()) {
+                    *acc = Some(match acc.take() {
+                        Some(sum) => (sum + g)?,
+                        None => g.clone(),
+                    });
+                }
+            }
+            step_pairs += inputs.len();
+        }
+        if !loss_sum.is_finite() {
+            return Err(TrainError::Invalid(format!(
+                "the loss became {loss_sum} at step {}: lower --lr",
+                state.step + 1
+            )));
+        }
+        let grad_norm = clip_grad_norm(&mut grads, options.max_grad_norm)?;
+        optimizer.params.lr = step_lr;
+        optimizer.update(model.params(), &grads)?;
+        state.step += 1;
+        model.rebuild(state.step as u64)?;
+        pairs_done += step_pairs;
+        final_loss = Some(loss_sum);
+        let entry = StepLog {
+            step: state.step,
+            epoch: state.epoch as f64 + state.micro_batch as f64 / micro_per_epoch as f64,
+            loss: loss_sum,
+            lr: step_lr,
+            grad_norm,
+            pairs_per_s: step_pairs as f64 / step_start.elapsed().as_secs_f64().max(1e-9),
+            elapsed_s: start.elapsed().as_secs_f64(),
+        };
+        let line = serde_json::to_string(&entry).unwrap_or_default();
+        writeln!(log, "{line}").map_err(|e| io(&log_path, e))?;
+        observer.step(&entry);
+        let due = options.save_steps.is_some_and(|n| n > 0 && state.step % n == 0);
+        if due && state.step < total_steps {
+            let dir = options.output.join(format!("checkpoint-{}", state.step));
+            save_checkpoint(&model, &optimizer, &mut state, &dir, options, observer)?;
+            checkpoints.push(dir);
+        }
+    }
+    // The end of the run, or Ctrl-C: a resumable checkpoint, and the model at the top of `output`.
+    let dir = options.output.join(format!("checkpoint-{}", state.step));
+    if state.step > 0 && !checkpoints.contains(&dir) {
+        save_checkpoint(&model, &optimizer, &mut state, &dir, options, observer)?;
+        checkpoints.push(dir);
+    }
+    model.save(&options.output)?;
+    if options.merge && !interrupted {
+        let merged = options.output.join("merged");
+        model.save_merged(&merged)?;
+        observer.message(&format!("merged model written to {}", merged.display()));
+    }
+    crate::plot::write_curves(&options.output, &log_path, &state.evals)?;
+    Ok(TrainSummary {
+        steps: state.step,
+        pairs: pairs_done,
+        seconds: start.elapsed().as_secs_f64(),
+        final_loss,
+        output: options.output.clone(),
+        checkpoints,
+        evals: state.evals,
+        interrupted,
+    })
+}
+
+/// Encoders train in full; the LLM rerankers train LoRA pairs (from `--resume` when resuming).
+fn load_model(options: &TrainOptions) -> Result<TrainableModel> {
+    let base = ModelDir::resolve(&options.model)?;
+    let architecture = Architecture::from_config_file(&base.config_path())?;
+    let is_llm = matches!(
+        architecture,
+        Architecture::GemmaForCausalLM | Architecture::LayerWiseMiniCPMForCausalLM
+    );
+    let (source, tuning) = match (&options.resume, is_llm) {
+        (Some(dir), false) => (dir.to_string_lossy().into_owned(), Tuning::Full),
+        (None, false) => (options.model.clone(), Tuning::Full),
+        (resume, true) => {
+            let mut lora = options.lora.clone();
+            if let Some(dir) = resume {
+                lora.start = Some(dir.clone());
+            }
+            (options.model.clone(), Tuning::Lora(lora))
+        }
+    };
+    Ok(TrainableModel::load(
+        &source,
+        TrainSetup {
+            tuning,
+            seed: options.seed,
+            dropout: options.dropout,
+        },
+    )?)
+}
+
+fn save_checkpoint(
+    model: &TrainableModel,
+    optimizer: &AdamW,
+    state: &mut TrainerState,
+    dir: &Path,
+    options: &TrainOptions,
+    observer: &dyn TrainObserver,
+) -> Result<()> {
+    model.save(dir)?;
+    optimizer.save(&dir.join(OPTIMIZER_FILE))?;
+    if let Some(spec) = &options.eval {
+        let result = crate::evaluation::evaluate_checkpoint(spec, model, dir, state.step, options)?;
+        observer.message(&format!(
+            "step {}: {} {:.4} (first stage {:.4})",
+            state.step, result.metric, result.reranked, result.first_stage
+        ));
+        state.evals.push(result);
+    }
+    let path = dir.join(STATE_FILE);
+    let text = serde_json::to_string_pretty(state).unwrap_or_default();
+    std::fs::write(&path, text).map_err(|e| io(&path, e))?;
+    observer.message(&format!("checkpoint written to {}", dir.display()));
+    Ok(())
+}
+
+fn read_state(dir: &Path) -> Result<TrainerState> {
+    let path = dir.join(STATE_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
+    serde_json::from_str(&text).map_err(|e| {
+        TrainError::Invalid(format!("{}: not a trainer state: {e}", path.display()))
+    })
+}
+
+/// A run resumes only with the data and batching it started with, or its position means nothing.
+fn check_resumable(saved: &TrainerState, now: &TrainerState, dir: &Path) -> Result<()> {
+    let pairs = [
+        ("examples in the data", saved.examples, now.examples),
+        ("--group-size", saved.group_size, now.group_size),
+        ("--batch-size", saved.batch_size, now.batch_size),
+        ("--grad-accum", saved.grad_accum, now.grad_accum),
+    ];
+    for (what, before, after) in pairs {
+        if before != after {
+            return Err(TrainError::Invalid(format!(
+                "{}: the run used {before} {what}, this one {after}; resume with the same data and options",
+                dir.display()
+            )));
+        }
+    }
+    if saved.seed != now.seed {
+        return Err(TrainError::Invalid(format!(
+            "{}: the run used --seed {}, this one {}",
+            dir.display(),
+            saved.seed,
+            now.seed
+        )));
+    }
+    Ok(())
+}
+
+fn io(path: &Path, error: std::io::Error) -> TrainError {
+    TrainError::Io {
+        path: path.to_path_buf(),
+        error,
+    }
+}
