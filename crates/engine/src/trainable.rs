@@ -53,18 +53,10 @@ impl Default for LoraSettings {
     }
 }
 
-/// What trains.
-#[derive(Debug, Clone)]
-pub enum Tuning {
-    /// Every weight (encoder cross-encoders).
-    Full,
-    /// LoRA pairs only (the LLM rerankers).
-    Lora(LoraSettings),
-}
-
-#[derive(Debug, Clone)]
+/// How to train: encoders train every weight; the LLM rerankers train LoRA pairs with `lora`.
+#[derive(Debug, Clone, Default)]
 pub struct TrainSetup {
-    pub tuning: Tuning,
+    pub lora: LoraSettings,
     /// Seeds the new classification head (plain encoders), LoRA initialisation and dropout masks.
     pub seed: u64,
     /// Dropout at the config's probabilities; off gives deterministic forward passes.
@@ -92,11 +84,20 @@ pub struct TrainableModel {
     family: Family,
     /// Trainable variables by checkpoint tensor name, sorted.
     params: Vec<(String, Var)>,
-    /// Full tuning: the stored tensors that are not trained (integer buffers), saved unchanged.
-    frozen: Vec<(String, Tensor)>,
-    varmap: Option<VarMap>,
-    lora: Option<LoraState>,
+    variables: Variables,
     setup: TrainSetup,
+}
+
+/// Where the model's weights come from.
+enum Variables {
+    /// Every float weight is a variable in the map; `frozen` holds the stored tensors that are not
+    /// trained (integer buffers), saved unchanged.
+    Full {
+        varmap: VarMap,
+        frozen: Vec<(String, Tensor)>,
+    },
+    /// The base weights stay frozen and mapped; the LoRA pairs are the variables.
+    Lora(LoraState),
 }
 
 impl TrainableModel {
@@ -114,39 +115,23 @@ impl TrainableModel {
                 | Architecture::BertForSequenceClassification
         );
         let inputs = folder.input_builder(architecture)?;
-        let (params, frozen, varmap, lora) = match (&setup.tuning, is_encoder) {
-            (Tuning::Full, true) => {
-                if !folder.architecture.has_score_head() {
-                    add_score_head(&mut config, architecture);
-                }
-                let (params, frozen, varmap) =
-                    full_params(&folder.weights, architecture, &config, setup.seed)?;
-                (params, frozen, Some(varmap), None)
+        let (params, variables) = if is_encoder {
+            if !folder.architecture.has_score_head() {
+                add_score_head(&mut config, architecture);
             }
-            (Tuning::Lora(settings), false) => {
-                let (params, state) = lora_params(&folder.weights, settings, setup.seed)?;
-                (params, Vec::new(), None, Some(state))
-            }
-            (Tuning::Full, false) => {
-                return Err(Error::InvalidOption(format!(
-                    "full fine-tuning is for the encoder rerankers; `{}` trains with LoRA",
-                    architecture.name()
-                )))
-            }
-            (Tuning::Lora(_), true) => {
-                return Err(Error::InvalidOption(format!(
-                    "LoRA is for the LLM rerankers; `{}` is fine-tuned in full",
-                    architecture.name()
-                )))
-            }
+            let (params, frozen, varmap) =
+                full_params(&folder.weights, architecture, &config, setup.seed)?;
+            (params, Variables::Full { varmap, frozen })
+        } else {
+            let (params, state) = lora_params(&folder.weights, &setup.lora, setup.seed)?;
+            (params, Variables::Lora(state))
         };
         let family = build_family(
             &folder,
             architecture,
             &config,
             &inputs,
-            varmap.as_ref(),
-            lora.as_ref(),
+            &variables,
             &setup,
             0,
         )?;
@@ -157,9 +142,7 @@ impl TrainableModel {
             inputs,
             family,
             params,
-            frozen,
-            varmap,
-            lora,
+            variables,
             setup,
         })
     }
@@ -171,8 +154,7 @@ impl TrainableModel {
             self.architecture,
             &self.config,
             &self.inputs,
-            self.varmap.as_ref(),
-            self.lora.as_ref(),
+            &self.variables,
             &self.setup,
             step,
         )?;
@@ -193,7 +175,7 @@ impl TrainableModel {
     }
 
     pub fn is_lora(&self) -> bool {
-        self.lora.is_some()
+        matches!(self.variables, Variables::Lora(_))
     }
 
     /// The token ids each pair trains on: built exactly as at inference.
@@ -226,8 +208,8 @@ impl TrainableModel {
     /// (config.json + model.safetensors) or the peft adapter, with the tokenizer files.
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        match &self.lora {
-            Some(lora) => {
+        match &self.variables {
+            Variables::Lora(lora) => {
                 let pairs: Vec<LoraPair> = lora
                     .pairs
                     .iter()
@@ -247,13 +229,13 @@ impl TrainableModel {
                     &pairs,
                 )?;
             }
-            None => {
+            Variables::Full { frozen, .. } => {
                 let mut tensors: HashMap<String, Tensor> = self
                     .params
                     .iter()
                     .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
                     .collect();
-                tensors.extend(self.frozen.iter().cloned());
+                tensors.extend(frozen.iter().cloned());
                 self.write_model(dir, &tensors)?;
             }
         }
@@ -262,7 +244,7 @@ impl TrainableModel {
 
     /// LoRA: also writes the base model with the adapter merged in (W + alpha/r B A), stored dtypes.
     pub fn save_merged(&self, dir: &Path) -> Result<()> {
-        let Some(lora) = &self.lora else {
+        let Variables::Lora(lora) = &self.variables else {
             return Err(Error::InvalidOption(
                 "merging applies to LoRA training only".into(),
             ));
@@ -458,14 +440,12 @@ fn lora_params(
 }
 
 /// The model over the variables (a var map, or frozen weights plus LoRA pairs).
-#[allow(clippy::too_many_arguments)]
 fn build_family(
     folder: &OpenedFolder,
     architecture: Architecture,
     config: &serde_json::Value,
     inputs: &InputBuilder,
-    varmap: Option<&VarMap>,
-    lora: Option<&LoraState>,
+    variables: &Variables,
     setup: &TrainSetup,
     step: u64,
 ) -> Result<Family> {
@@ -473,14 +453,13 @@ fn build_family(
         round_to: None,
         differentiable: true,
     };
-    let vb = match (varmap, lora) {
-        (Some(varmap), _) => VarBuilder::from_varmap(varmap, DType::F32, &Device::Cpu),
-        (None, Some(lora)) => VarBuilder::from_backend(
+    let vb = match variables {
+        Variables::Full { varmap, .. } => VarBuilder::from_varmap(varmap, DType::F32, &Device::Cpu),
+        Variables::Lora(lora) => VarBuilder::from_backend(
             Box::new(LoraBackend::new(folder.weights.clone(), lora)?),
             DType::F32,
             Device::Cpu,
         ),
-        (None, None) => unreachable!("load sets the variables"),
     };
     let mut family = folder.load_family(architecture, config, vb, numerics, inputs)?;
     if let Family::Encoder(model) = &mut family {

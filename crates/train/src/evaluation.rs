@@ -31,7 +31,7 @@ pub struct CheckpointEval {
     pub seconds: f64,
 }
 
-pub const METRIC: &str = "ndcg_cut_10";
+pub const METRIC: &str = "ndcg@10";
 
 pub fn evaluate_checkpoint(
     spec: &EvalSpec,

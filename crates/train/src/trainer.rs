@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use bge_rerank_engine::trainable::{LoraSettings, TrainSetup, TrainableModel, Tuning};
+use bge_rerank_engine::trainable::{LoraSettings, TrainSetup, TrainableModel};
 use bge_rerank_engine::{Architecture, InputOptions, ModelDir};
 use candle_core::{Device, Tensor};
 use candle_nn::ParamsAdamW;
@@ -347,7 +347,8 @@ pub fn train(
     })
 }
 
-/// Encoders train in full; the LLM rerankers train LoRA pairs (from `--resume` when resuming).
+/// Encoders train in full (a resumed run loads the checkpoint); the LLM rerankers train LoRA pairs
+/// on the base model (a resumed run starts from the checkpoint's adapter).
 fn load_model(options: &TrainOptions) -> Result<TrainableModel> {
     let base = ModelDir::resolve(&options.model)?;
     let architecture = Architecture::from_config_file(&base.config_path())?;
@@ -355,25 +356,21 @@ fn load_model(options: &TrainOptions) -> Result<TrainableModel> {
         architecture,
         Architecture::GemmaForCausalLM | Architecture::LayerWiseMiniCPMForCausalLM
     );
-    let (source, tuning) = match (&options.resume, is_llm) {
-        (Some(dir), false) => (dir.to_string_lossy().into_owned(), Tuning::Full),
-        (None, false) => (options.model.clone(), Tuning::Full),
-        (resume, true) => {
-            let mut lora = options.lora.clone();
-            if let Some(dir) = resume {
-                lora.start = Some(dir.clone());
-            }
-            (options.model.clone(), Tuning::Lora(lora))
+    let mut lora = options.lora.clone();
+    let source = match &options.resume {
+        Some(dir) if !is_llm => dir.to_string_lossy().into_owned(),
+        Some(dir) => {
+            lora.start = Some(dir.clone());
+            options.model.clone()
         }
+        None => options.model.clone(),
     };
-    Ok(TrainableModel::load(
-        &source,
-        TrainSetup {
-            tuning,
-            seed: options.seed,
-            dropout: options.dropout,
-        },
-    )?)
+    let setup = TrainSetup {
+        lora,
+        seed: options.seed,
+        dropout: options.dropout,
+    };
+    Ok(TrainableModel::load(&source, setup)?)
 }
 
 fn save_checkpoint(

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use bge_rerank_engine::trainable::{LoraSettings, TrainSetup, TrainableModel, Tuning};
+use bge_rerank_engine::trainable::{LoraSettings, TrainSetup, TrainableModel};
 use bge_rerank_engine::InputOptions;
 use bge_rerank_train::loss::batch_loss;
 use candle_core::{Device, Tensor};
@@ -94,9 +94,9 @@ fn xlmr_full_fine_tuning_first_step_matches_flagembedding() {
     let model = TrainableModel::load(
         fixtures().join("xlmr-reranker").to_str().unwrap(),
         TrainSetup {
-            tuning: Tuning::Full,
             seed: 0,
             dropout: false,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -108,10 +108,10 @@ fn gemma_lora_first_step_matches_flagembedding() {
     let model = TrainableModel::load(
         fixtures().join("gemma-reranker").to_str().unwrap(),
         TrainSetup {
-            tuning: Tuning::Lora(LoraSettings {
+            lora: LoraSettings {
                 start: Some(fixtures().join("training/gemma-lora-start")),
                 ..Default::default()
-            }),
+            },
             seed: 0,
             dropout: false,
         },

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use bge_rerank_engine::trainable::{LoraSettings, TrainSetup, TrainableModel, Tuning};
+use bge_rerank_engine::trainable::{LoraSettings, TrainSetup, TrainableModel};
 use bge_rerank_engine::{InputOptions, LoadOptions, Reranker, ScoreOptions};
 use bge_rerank_train::loss::batch_loss;
 use bge_rerank_train::optimizer::AdamW;
@@ -192,8 +192,8 @@ fn assert_close(a: &[f32], b: &[f64], what: &str) {
 #[test]
 fn checkpoints_reload_and_score_as_the_trained_model() {
     let dir = tempfile::tempdir().unwrap();
-    let setup = |tuning| TrainSetup {
-        tuning,
+    let setup = |lora| TrainSetup {
+        lora,
         seed: 3,
         dropout: false,
     };
@@ -205,18 +205,18 @@ fn checkpoints_reload_and_score_as_the_trained_model() {
         ..Default::default()
     };
 
-    let mut encoder = TrainableModel::load(&fixture("xlmr-reranker"), setup(Tuning::Full)).unwrap();
+    let mut encoder = TrainableModel::load(&fixture("xlmr-reranker"), setup(LoraSettings::default())).unwrap();
     let trained = step_and_score(&mut encoder, &PAIRS);
     let saved = dir.path().join("encoder");
     encoder.save(&saved).unwrap();
     let reloaded = Reranker::load(saved.to_str().unwrap(), &LoadOptions::default()).unwrap();
     assert_close(&trained, &reloaded.compute_score(&PAIRS, &score).unwrap(), "encoder");
 
-    let lora = Tuning::Lora(LoraSettings {
+    let lora = LoraSettings {
         rank: 4,
         alpha: 8.0,
         ..Default::default()
-    });
+    };
     let mut gemma = TrainableModel::load(&fixture("gemma-reranker"), setup(lora)).unwrap();
     let trained = step_and_score(&mut gemma, &PAIRS);
     let adapter = dir.path().join("adapter");
