@@ -59,9 +59,17 @@ fn train_writes_checkpoints_log_curves_and_evaluates_them() {
         "5",
     ]);
     assert!(ok, "{stderr}");
-    assert!(stderr.contains("1 of 2 queries have no negatives"), "{stderr}");
+    assert!(
+        stderr.contains("1 of 2 queries have no negatives"),
+        "{stderr}"
+    );
     assert!(stderr.contains("nDCG@10"), "{stderr}");
-    for file in ["config.json", "model.safetensors", "train_log.jsonl", "training_curves.svg"] {
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "train_log.jsonl",
+        "training_curves.svg",
+    ] {
         assert!(out.join(file).is_file(), "{file} missing: {stderr}");
     }
     let state: serde_json::Value = serde_json::from_str(
@@ -94,5 +102,8 @@ fn bad_training_data_names_the_line() {
         dir.path().join("out").to_str().unwrap(),
     ]);
     assert!(!ok);
-    assert!(stderr.contains("train.jsonl, line 2: `pos` is empty"), "{stderr}");
+    assert!(
+        stderr.contains("train.jsonl, line 2: `pos` is empty"),
+        "{stderr}"
+    );
 }

@@ -261,8 +261,14 @@ pub fn write_adapter(
     std::fs::write(&config_path, text).map_err(|e| Error::io(&config_path, e))?;
     let mut tensors = HashMap::new();
     for pair in pairs {
-        tensors.insert(format!("{KEY_PREFIX}{}.lora_A.weight", pair.module), pair.a.clone());
-        tensors.insert(format!("{KEY_PREFIX}{}.lora_B.weight", pair.module), pair.b.clone());
+        tensors.insert(
+            format!("{KEY_PREFIX}{}.lora_A.weight", pair.module),
+            pair.a.clone(),
+        );
+        tensors.insert(
+            format!("{KEY_PREFIX}{}.lora_B.weight", pair.module),
+            pair.b.clone(),
+        );
     }
     let weights_path = dir.join(WEIGHTS);
     candle_core::safetensors::save(&tensors, &weights_path).map_err(|e| Error::Safetensors {

@@ -239,7 +239,10 @@ impl OpenedFolder {
         read_json(&self.config_path)
     }
 
-    fn parse_config<T: serde::de::DeserializeOwned>(&self, config: &serde_json::Value) -> Result<T> {
+    fn parse_config<T: serde::de::DeserializeOwned>(
+        &self,
+        config: &serde_json::Value,
+    ) -> Result<T> {
         serde_json::from_value(config.clone()).map_err(|error| Error::Json {
             path: self.config_path.clone(),
             error,

@@ -82,11 +82,13 @@ pub struct TrainableModel {
     config: serde_json::Value,
     inputs: InputBuilder,
     family: Family,
-    /// Trainable variables by checkpoint tensor name, sorted.
-    params: Vec<(String, Var)>,
+    params: Params,
     variables: Variables,
     setup: TrainSetup,
 }
+
+/// Trainable variables by checkpoint tensor name, sorted.
+type Params = Vec<(String, Var)>;
 
 /// Where the model's weights come from.
 enum Variables {
@@ -119,12 +121,9 @@ impl TrainableModel {
             if !folder.architecture.has_score_head() {
                 add_score_head(&mut config, architecture);
             }
-            let (params, frozen, varmap) =
-                full_params(&folder.weights, architecture, &config, setup.seed)?;
-            (params, Variables::Full { varmap, frozen })
+            full_params(&folder.weights, architecture, &config, setup.seed)?
         } else {
-            let (params, state) = lora_params(&folder.weights, &setup.lora, setup.seed)?;
-            (params, Variables::Lora(state))
+            lora_params(&folder.weights, &setup.lora, setup.seed)?
         };
         let family = build_family(
             &folder,
@@ -287,7 +286,7 @@ fn full_params(
     architecture: Architecture,
     config: &serde_json::Value,
     seed: u64,
-) -> Result<(Vec<(String, Var)>, Vec<(String, Tensor)>, VarMap)> {
+) -> Result<(Params, Variables)> {
     let flavor = OpenedFolder::encoder_flavor(architecture)?;
     let prefix = match flavor {
         Flavor::XlmRoberta => "roberta.",
@@ -321,9 +320,14 @@ fn full_params(
         // transformers' _init_weights: normal(0, initializer_range) weights, zero biases.
         let normal = rand_distr::Normal::new(0.0, std as f32)
             .map_err(|e| Error::InvalidOption(format!("initializer_range {std}: {e}")))?;
-        let values: Vec<f32> = (0..rows * hidden).map(|_| normal.sample(&mut rng)).collect();
+        let values: Vec<f32> = (0..rows * hidden)
+            .map(|_| normal.sample(&mut rng))
+            .collect();
         tracing::info!("new classification head layer `{layer}` ({rows}x{hidden}), seeded");
-        tensors.push((weight, Tensor::from_vec(values, (rows, hidden), &Device::Cpu)?));
+        tensors.push((
+            weight,
+            Tensor::from_vec(values, (rows, hidden), &Device::Cpu)?,
+        ));
         tensors.push((
             format!("{layer}.bias"),
             Tensor::zeros(rows, DType::F32, &Device::Cpu)?,
@@ -344,7 +348,7 @@ fn full_params(
         }
     }
     params.sort_by(|a: &(String, Var), b| a.0.cmp(&b.0));
-    Ok((params, frozen, varmap))
+    Ok((params, Variables::Full { varmap, frozen }))
 }
 
 /// LoRA pairs for every target projection of the decoder layers: from `start`, or A uniform in
@@ -353,7 +357,7 @@ fn lora_params(
     weights: &Weights,
     settings: &LoraSettings,
     seed: u64,
-) -> Result<(Vec<(String, Var)>, LoraState)> {
+) -> Result<(Params, Variables)> {
     let (rank, alpha, targets, scaling, start_pairs) = match &settings.start {
         Some(dir) => {
             let adapter = read_adapter(dir, &|name| weights.contains(name))?;
@@ -399,7 +403,9 @@ fn lora_params(
                 let bound = 1.0 / (in_dim as f32).sqrt();
                 let uniform = rand_distr::Uniform::new(-bound, bound)
                     .map_err(|e| Error::InvalidOption(e.to_string()))?;
-                let a: Vec<f32> = (0..rank * in_dim).map(|_| uniform.sample(&mut rng)).collect();
+                let a: Vec<f32> = (0..rank * in_dim)
+                    .map(|_| uniform.sample(&mut rng))
+                    .collect();
                 pairs.push(LoraPair {
                     module: module.to_string(),
                     a: Tensor::from_vec(a, (rank, in_dim), &Device::Cpu)?,
@@ -436,7 +442,7 @@ fn lora_params(
         state.pairs.push((pair.module, a, b));
     }
     params.sort_by(|a: &(String, Var), b| a.0.cmp(&b.0));
-    Ok((params, state))
+    Ok((params, Variables::Lora(state)))
 }
 
 /// The model over the variables (a var map, or frozen weights plus LoRA pairs).
@@ -463,7 +469,9 @@ fn build_family(
     };
     let mut family = folder.load_family(architecture, config, vb, numerics, inputs)?;
     if let Family::Encoder(model) = &mut family {
-        let seed = setup.seed.wrapping_add(step.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let seed = setup
+            .seed
+            .wrapping_add(step.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         model.set_dropout(setup.dropout.then_some(seed));
     }
     Ok(family)

@@ -81,7 +81,10 @@ impl TrainData {
         let pos_index = rng.random_range(0..example.pos.len());
         let wanted = group_size.saturating_sub(1);
         let mut passages = vec![example.pos[pos_index].clone()];
-        let mut teacher = example.pos_scores.as_ref().map(|s| vec![s[pos_index] as f32]);
+        let mut teacher = example
+            .pos_scores
+            .as_ref()
+            .map(|s| vec![s[pos_index] as f32]);
         if example.neg.is_empty() {
             // FlagEmbedding requires negatives; we borrow passages of other queries instead.
             for _ in 0..wanted {
@@ -139,7 +142,10 @@ impl TrainData {
     /// run sees the same order.
     pub fn epoch_order(&self, seed: u64, epoch: usize) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.examples.len()).collect();
-        order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(mix(seed, epoch as u64)));
+        order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(mix(
+            seed,
+            epoch as u64,
+        )));
         order
     }
 
@@ -267,8 +273,14 @@ mod tests {
             (r#"{"query": "q", "neg": ["n"]}"#, "missing field `pos`"),
             (r#"{"query": "q", "pos": []}"#, "`pos` is empty"),
             (r#"{"query": 3, "pos": ["p"]}"#, "`query` must be a string"),
-            (r#"{"query": "q", "pos": "p"}"#, "`pos` must be a list of strings"),
-            (r#"{"query": "q", "pos": ["p"], "neg": [1]}"#, "`neg[0]` must be a string"),
+            (
+                r#"{"query": "q", "pos": "p"}"#,
+                "`pos` must be a list of strings",
+            ),
+            (
+                r#"{"query": "q", "pos": ["p"], "neg": [1]}"#,
+                "`neg[0]` must be a string",
+            ),
             (
                 r#"{"query": "q", "pos": ["p"], "pos_scores": [1, 2]}"#,
                 "`pos_scores` has 2 scores but `pos` has 1 passages",

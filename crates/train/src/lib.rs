@@ -2,9 +2,9 @@
 //! negatives) -> inputs built exactly as at inference -> FlagEmbedding's group loss -> AdamW over a
 //! [`bge_rerank_engine::trainable::TrainableModel`] -> checkpoints transformers loads unchanged.
 
-pub mod loss;
 pub mod data;
 pub mod error;
+pub mod loss;
 pub mod optimizer;
 
 pub use data::{Group, TrainData, TrainExample};

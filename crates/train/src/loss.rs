@@ -26,7 +26,11 @@ pub fn distill_loss(student: &Tensor, teacher: &Tensor, group_size: usize) -> Re
 /// single-score families). Each layer gets the group loss. Layerwise models also distil every earlier
 /// layer towards the last layer's distribution; with teacher scores (`--distill`), every layer
 /// distils towards the teacher instead (FlagEmbedding's layerwise and base modelling).
-pub fn batch_loss(per_layer: &[Tensor], group_size: usize, teacher: Option<&Tensor>) -> Result<Tensor> {
+pub fn batch_loss(
+    per_layer: &[Tensor],
+    group_size: usize,
+    teacher: Option<&Tensor>,
+) -> Result<Tensor> {
     let Some(last) = per_layer.last() else {
         candle_core::bail!("no logits to train on");
     };
@@ -62,7 +66,10 @@ mod tests {
         let ce = |row: &[f64], target: &[f64]| -> f64 {
             let lse = row.iter().map(|x| x.exp()).sum::<f64>().ln();
             let t_sum: f64 = target.iter().map(|x| x.exp()).sum();
-            -row.iter().zip(target).map(|(x, t)| (t.exp() / t_sum) * (x - lse)).sum::<f64>()
+            -row.iter()
+                .zip(target)
+                .map(|(x, t)| (t.exp() / t_sum) * (x - lse))
+                .sum::<f64>()
         };
         let hard = |row: &[f64]| row.iter().map(|x| x.exp()).sum::<f64>().ln() - row[0];
         let rows = [[2.0, 0.0, -1.0], [0.5, 0.5, 1.0]];
@@ -71,7 +78,7 @@ mod tests {
         let want_distill = (ce(&rows[0], &teachers[0]) + ce(&rows[1], &teachers[1])) / 2.0;
         let got: f32 = group_loss(&logits, 3).unwrap().to_scalar().unwrap();
         assert!((f64::from(got) - want_group).abs() < 1e-5);
-        let got: f32 = batch_loss(&[logits.clone()], 3, Some(&teacher))
+        let got: f32 = batch_loss(std::slice::from_ref(&logits), 3, Some(&teacher))
             .unwrap()
             .to_scalar()
             .unwrap();

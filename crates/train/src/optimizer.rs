@@ -58,13 +58,19 @@ impl AdamW {
             tensors.insert(format!("exp_avg_sq.{name}"), v.clone());
         }
         candle_core::safetensors::save(&tensors, path).map_err(|e| {
-            TrainError::Invalid(format!("{}: cannot write optimizer state: {e}", path.display()))
+            TrainError::Invalid(format!(
+                "{}: cannot write optimizer state: {e}",
+                path.display()
+            ))
         })
     }
 
     pub fn load(&mut self, path: &Path, step: usize) -> Result<()> {
         let tensors = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| {
-            TrainError::Invalid(format!("{}: cannot read optimizer state: {e}", path.display()))
+            TrainError::Invalid(format!(
+                "{}: cannot read optimizer state: {e}",
+                path.display()
+            ))
         })?;
         self.moments.clear();
         for (key, m) in &tensors {
@@ -72,7 +78,8 @@ impl AdamW {
                 let v = tensors.get(&format!("exp_avg_sq.{name}")).ok_or_else(|| {
                     TrainError::Invalid(format!("{}: `{name}` lacks exp_avg_sq", path.display()))
                 })?;
-                self.moments.insert(name.to_string(), (m.clone(), v.clone()));
+                self.moments
+                    .insert(name.to_string(), (m.clone(), v.clone()));
             }
         }
         self.step = step;
@@ -138,12 +145,16 @@ mod tests {
         for _ in 0..3 {
             let loss = ours.as_tensor().sqr().unwrap().sum_all().unwrap();
             let g = loss.backward().unwrap().get(ours.as_tensor()).cloned();
-            ours_opt.update(&[("w".into(), ours.clone())], &[g]).unwrap();
+            ours_opt
+                .update(&[("w".into(), ours.clone())], &[g])
+                .unwrap();
             let loss = theirs.as_tensor().sqr().unwrap().sum_all().unwrap();
             theirs_opt.backward_step(&loss).unwrap();
         }
-        let (a, b): (Vec<f32>, Vec<f32>) =
-            (ours.as_tensor().to_vec1().unwrap(), theirs.as_tensor().to_vec1().unwrap());
+        let (a, b): (Vec<f32>, Vec<f32>) = (
+            ours.as_tensor().to_vec1().unwrap(),
+            theirs.as_tensor().to_vec1().unwrap(),
+        );
         for (x, y) in a.iter().zip(&b) {
             assert!((x - y).abs() < 1e-6, "{a:?} vs {b:?}");
         }

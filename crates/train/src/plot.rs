@@ -16,10 +16,14 @@ pub fn write_curves(output: &Path, log: &Path, evals: &[CheckpointEval]) -> Resu
         path: log.to_path_buf(),
         error,
     })?;
-    let steps: Vec<StepLog> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let steps: Vec<StepLog> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
     let path = output.join(CURVE_FILE);
-    let plot_error =
-        |e: &dyn std::fmt::Display| TrainError::Invalid(format!("{}: plotting failed: {e}", path.display()));
+    let plot_error = |e: &dyn std::fmt::Display| {
+        TrainError::Invalid(format!("{}: plotting failed: {e}", path.display()))
+    };
     let height = if evals.is_empty() { 450 } else { 800 };
     let root = SVGBackend::new(&path, (900, height)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| plot_error(&e))?;
@@ -30,7 +34,11 @@ pub fn write_curves(output: &Path, log: &Path, evals: &[CheckpointEval]) -> Resu
         (a, Some(b))
     };
     let last_step = steps.last().map_or(1, |s| s.step).max(1) as f64;
-    let max_loss = steps.iter().map(|s| s.loss).fold(0.0f64, f64::max).max(1e-3);
+    let max_loss = steps
+        .iter()
+        .map(|s| s.loss)
+        .fold(0.0f64, f64::max)
+        .max(1e-3);
     let mut chart = ChartBuilder::on(&top)
         .caption("Training loss", ("sans-serif", 20))
         .margin(15)
@@ -83,7 +91,10 @@ pub fn write_curves(output: &Path, log: &Path, evals: &[CheckpointEval]) -> Resu
             .margin(15)
             .x_label_area_size(40)
             .y_label_area_size(60)
-            .build_cartesian_2d(0f64..last_step, (low - 0.05).max(0.0)..(high + 0.05).min(1.0))
+            .build_cartesian_2d(
+                0f64..last_step,
+                (low - 0.05).max(0.0)..(high + 0.05).min(1.0),
+            )
             .map_err(|e| plot_error(&e))?;
         chart
             .configure_mesh()
@@ -93,7 +104,10 @@ pub fn write_curves(output: &Path, log: &Path, evals: &[CheckpointEval]) -> Resu
             .map_err(|e| plot_error(&e))?;
         let first = evals[0].first_stage;
         chart
-            .draw_series(LineSeries::new([(0.0, first), (last_step, first)], BLACK.mix(0.5)))
+            .draw_series(LineSeries::new(
+                [(0.0, first), (last_step, first)],
+                BLACK.mix(0.5),
+            ))
             .map_err(|e| plot_error(&e))?
             .label("first stage")
             .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLACK.mix(0.5)));
@@ -106,7 +120,11 @@ pub fn write_curves(output: &Path, log: &Path, evals: &[CheckpointEval]) -> Resu
             .label("reranked")
             .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], RED.stroke_width(2)));
         chart
-            .draw_series(evals.iter().map(|e| Circle::new((e.step as f64, e.reranked), 4, RED.filled())))
+            .draw_series(
+                evals
+                    .iter()
+                    .map(|e| Circle::new((e.step as f64, e.reranked), 4, RED.filled())),
+            )
             .map_err(|e| plot_error(&e))?;
         chart
             .configure_series_labels()

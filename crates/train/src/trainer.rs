@@ -216,7 +216,11 @@ pub fn train(
         .open(&log_path)
         .map_err(|e| io(&log_path, e))?;
 
-    observer.started(total_steps, state.step, groups_per_step * options.group_size);
+    observer.started(
+        total_steps,
+        state.step,
+        groups_per_step * options.group_size,
+    );
     let start = Instant::now();
     let mut pairs_done = 0usize;
     let mut checkpoints = Vec::new();
@@ -315,7 +319,9 @@ pub fn train(
         let line = serde_json::to_string(&entry).unwrap_or_default();
         writeln!(log, "{line}").map_err(|e| io(&log_path, e))?;
         observer.step(&entry);
-        let due = options.save_steps.is_some_and(|n| n > 0 && state.step % n == 0);
+        let due = options
+            .save_steps
+            .is_some_and(|n| n > 0 && state.step % n == 0);
         if due && state.step < total_steps {
             let dir = options.output.join(format!("checkpoint-{}", state.step));
             save_checkpoint(&model, &optimizer, &mut state, &dir, options, observer)?;
@@ -401,9 +407,8 @@ fn save_checkpoint(
 fn read_state(dir: &Path) -> Result<TrainerState> {
     let path = dir.join(STATE_FILE);
     let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
-    serde_json::from_str(&text).map_err(|e| {
-        TrainError::Invalid(format!("{}: not a trainer state: {e}", path.display()))
-    })
+    serde_json::from_str(&text)
+        .map_err(|e| TrainError::Invalid(format!("{}: not a trainer state: {e}", path.display())))
 }
 
 /// A run resumes only with the data and batching it started with, or its position means nothing.

@@ -34,8 +34,12 @@ fn check_first_step(fixture: &str, model: &TrainableModel, grad_name: &dyn Fn(&s
     };
     let inputs = model.build_inputs(&pairs, &options).unwrap();
     let ids: Vec<Vec<u32>> = inputs.iter().map(|i| i.ids.clone()).collect();
-    let expected_ids: Vec<Vec<u32>> = serde_json::from_value(expected["input_ids"].clone()).unwrap();
-    assert_eq!(ids, expected_ids, "training inputs differ from FlagEmbedding's");
+    let expected_ids: Vec<Vec<u32>> =
+        serde_json::from_value(expected["input_ids"].clone()).unwrap();
+    assert_eq!(
+        ids, expected_ids,
+        "training inputs differ from FlagEmbedding's"
+    );
 
     let refs: Vec<_> = inputs.iter().collect();
     let logits = model.logits(&refs).unwrap();
@@ -44,7 +48,12 @@ fn check_first_step(fixture: &str, model: &TrainableModel, grad_name: &dyn Fn(&s
         .as_array()
         .unwrap()
         .iter()
-        .flat_map(|g| g.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32))
+        .flat_map(|g| {
+            g.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+        })
         .collect();
     for (g, w) in got.iter().zip(&want) {
         assert!((g - w).abs() < 1e-5, "logits {got:?} vs {want:?}");
@@ -66,7 +75,11 @@ fn check_first_step(fixture: &str, model: &TrainableModel, grad_name: &dyn Fn(&s
     let ours: HashMap<String, Tensor> = model
         .params()
         .iter()
-        .filter_map(|(name, var)| grads.get(var.as_tensor()).map(|g| (grad_name(name), g.clone())))
+        .filter_map(|(name, var)| {
+            grads
+                .get(var.as_tensor())
+                .map(|g| (grad_name(name), g.clone()))
+        })
         .collect();
     assert_eq!(reference.len(), ours.len(), "gradients for {:?}", {
         let mut names: Vec<_> = ours.keys().collect();
@@ -74,18 +87,33 @@ fn check_first_step(fixture: &str, model: &TrainableModel, grad_name: &dyn Fn(&s
         names
     });
     for (name, want) in &reference {
-        let got = ours.get(name).unwrap_or_else(|| panic!("no gradient for {name}"));
-        let diff = (got - want).unwrap().sqr().unwrap().sum_all().unwrap().sqrt().unwrap();
+        let got = ours
+            .get(name)
+            .unwrap_or_else(|| panic!("no gradient for {name}"));
+        let diff = (got - want)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .sqrt()
+            .unwrap();
         let norm = want.sqr().unwrap().sum_all().unwrap().sqrt().unwrap();
         let (diff, norm): (f32, f32) = (diff.to_scalar().unwrap(), norm.to_scalar().unwrap());
         // The output bias's gradient is zero in exact arithmetic (each group's softmax minus its
         // one-hot target sums to zero): FlagEmbedding's 7e-9 is rounding noise, compared absolutely.
         if norm < 1e-6 {
-            assert!(diff < 1e-6, "{name}: gradient {diff} away from FlagEmbedding's ~0");
+            assert!(
+                diff < 1e-6,
+                "{name}: gradient {diff} away from FlagEmbedding's ~0"
+            );
             continue;
         }
         let relative = diff / norm;
-        assert!(relative < 1e-3, "{name}: relative gradient error {relative} (norm {norm})");
+        assert!(
+            relative < 1e-3,
+            "{name}: relative gradient error {relative} (norm {norm})"
+        );
     }
 }
 

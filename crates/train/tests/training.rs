@@ -75,7 +75,11 @@ fn losses(output: &Path) -> Vec<f64> {
 fn encoder_training_lowers_the_loss_and_writes_a_loadable_model() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let mut opts = options(&fixture("xlmr-reranker"), tiny_data(dir.path(), false), &out);
+    let mut opts = options(
+        &fixture("xlmr-reranker"),
+        tiny_data(dir.path(), false),
+        &out,
+    );
     opts.dropout = false;
     opts.save_steps = Some(4);
     let summary = train(&opts, &Quiet, &AtomicBool::new(false)).unwrap();
@@ -86,7 +90,12 @@ fn encoder_training_lowers_the_loss_and_writes_a_loadable_model() {
         losses[7] < losses[0] * 0.8,
         "the loss should fall on a fixed batch: {losses:?}"
     );
-    for file in ["config.json", "model.safetensors", "tokenizer.json", "training_curves.svg"] {
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "training_curves.svg",
+    ] {
         assert!(out.join(file).is_file(), "{file} missing");
     }
     for step in ["checkpoint-4", "checkpoint-8"] {
@@ -98,7 +107,10 @@ fn encoder_training_lowers_the_loss_and_writes_a_loadable_model() {
     let scores = reranker
         .compute_score(
             &[
-                ("what is panda?", "The giant panda (Ailuropoda melanoleuca) is a bear species endemic to China."),
+                (
+                    "what is panda?",
+                    "The giant panda (Ailuropoda melanoleuca) is a bear species endemic to China.",
+                ),
                 ("what is panda?", "hi"),
             ],
             &ScoreOptions::default(),
@@ -141,11 +153,26 @@ fn an_interrupted_run_resumes_to_the_same_weights() {
     let second = train(&opts, &Quiet, &AtomicBool::new(false)).unwrap();
     assert_eq!(second.steps, 5);
 
-    let a = candle_core::safetensors::load(straight.join("model.safetensors"), &candle_core::Device::Cpu).unwrap();
-    let b = candle_core::safetensors::load(resumed.join("model.safetensors"), &candle_core::Device::Cpu).unwrap();
+    let a = candle_core::safetensors::load(
+        straight.join("model.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let b = candle_core::safetensors::load(
+        resumed.join("model.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
     assert_eq!(a.len(), b.len());
     for (name, x) in &a {
-        let diff: f32 = (x - &b[name]).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+        let diff: f32 = (x - &b[name])
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
         assert!(diff < 1e-6, "{name} differs by {diff} after resuming");
     }
     assert_eq!(losses(&straight), losses(&resumed));
@@ -177,7 +204,10 @@ fn step_and_score(model: &mut TrainableModel, pairs: &[(&str, &str)]) -> Vec<f32
 }
 
 const PAIRS: [(&str, &str); 3] = [
-    ("what is panda?", "The giant panda is a bear species endemic to China."),
+    (
+        "what is panda?",
+        "The giant panda is a bear species endemic to China.",
+    ),
     ("what is panda?", "hi"),
     ("什么是大熊猫？", "大熊猫是中国特有的熊科动物。"),
 ];
@@ -205,12 +235,17 @@ fn checkpoints_reload_and_score_as_the_trained_model() {
         ..Default::default()
     };
 
-    let mut encoder = TrainableModel::load(&fixture("xlmr-reranker"), setup(LoraSettings::default())).unwrap();
+    let mut encoder =
+        TrainableModel::load(&fixture("xlmr-reranker"), setup(LoraSettings::default())).unwrap();
     let trained = step_and_score(&mut encoder, &PAIRS);
     let saved = dir.path().join("encoder");
     encoder.save(&saved).unwrap();
     let reloaded = Reranker::load(saved.to_str().unwrap(), &LoadOptions::default()).unwrap();
-    assert_close(&trained, &reloaded.compute_score(&PAIRS, &score).unwrap(), "encoder");
+    assert_close(
+        &trained,
+        &reloaded.compute_score(&PAIRS, &score).unwrap(),
+        "encoder",
+    );
 
     let lora = LoraSettings {
         rank: 4,
@@ -230,18 +265,30 @@ fn checkpoints_reload_and_score_as_the_trained_model() {
         },
     )
     .unwrap();
-    assert_close(&trained, &with_adapter.compute_score(&PAIRS, &score).unwrap(), "gemma adapter");
+    assert_close(
+        &trained,
+        &with_adapter.compute_score(&PAIRS, &score).unwrap(),
+        "gemma adapter",
+    );
     let merged = dir.path().join("merged");
     gemma.save_merged(&merged).unwrap();
     let merged = Reranker::load(merged.to_str().unwrap(), &LoadOptions::default()).unwrap();
-    assert_close(&trained, &merged.compute_score(&PAIRS, &score).unwrap(), "gemma merged");
+    assert_close(
+        &trained,
+        &merged.compute_score(&PAIRS, &score).unwrap(),
+        "gemma merged",
+    );
 }
 
 #[test]
 fn layerwise_lora_trains_every_head_and_its_adapter_loads() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let mut opts = options(&fixture("minicpm-layerwise-reranker"), tiny_data(dir.path(), true), &out);
+    let mut opts = options(
+        &fixture("minicpm-layerwise-reranker"),
+        tiny_data(dir.path(), true),
+        &out,
+    );
     opts.max_steps = Some(4);
     opts.distill = true;
     opts.lora.rank = 4;
@@ -268,8 +315,100 @@ fn layerwise_lora_trains_every_head_and_its_adapter_loads() {
 #[test]
 fn distillation_needs_teacher_scores() {
     let dir = tempfile::tempdir().unwrap();
-    let mut opts = options(&fixture("xlmr-reranker"), tiny_data(dir.path(), false), &dir.path().join("o"));
+    let mut opts = options(
+        &fixture("xlmr-reranker"),
+        tiny_data(dir.path(), false),
+        &dir.path().join("o"),
+    );
     opts.distill = true;
-    let error = train(&opts, &Quiet, &AtomicBool::new(false)).err().unwrap().to_string();
+    let error = train(&opts, &Quiet, &AtomicBool::new(false))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(error.contains("pos_scores"), "{error}");
+}
+
+/// A plain `BertModel` folder made from the BERT reranker fixture: no head, no `bert.` prefix.
+fn bare_bert(dir: &Path) -> PathBuf {
+    let source = PathBuf::from(fixture("bert-reranker"));
+    let bare = dir.join("bare-bert");
+    std::fs::create_dir_all(&bare).unwrap();
+    for entry in std::fs::read_dir(&source).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_owned();
+        if name != "model.safetensors" && name != "config.json" {
+            std::fs::copy(&path, bare.join(name)).unwrap();
+        }
+    }
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(source.join("config.json")).unwrap())
+            .unwrap();
+    config["architectures"] = serde_json::json!(["BertModel"]);
+    let config = config.as_object_mut().unwrap();
+    config.remove("id2label");
+    config.remove("label2id");
+    std::fs::write(
+        bare.join("config.json"),
+        serde_json::to_string(config).unwrap(),
+    )
+    .unwrap();
+    let tensors =
+        candle_core::safetensors::load(source.join("model.safetensors"), &candle_core::Device::Cpu)
+            .unwrap();
+    let stripped: std::collections::HashMap<String, candle_core::Tensor> = tensors
+        .into_iter()
+        .filter_map(|(name, t)| name.strip_prefix("bert.").map(|n| (n.to_string(), t)))
+        .filter(|(name, _)| !name.starts_with("pooler."))
+        .collect();
+    candle_core::safetensors::save(&stripped, bare.join("model.safetensors")).unwrap();
+    bare.to_string_lossy().into_owned().into()
+}
+
+#[test]
+fn a_plain_encoder_gets_a_seeded_head_and_becomes_a_reranker() {
+    let dir = tempfile::tempdir().unwrap();
+    let bare = bare_bert(dir.path());
+    let setup = |seed| TrainSetup {
+        seed,
+        dropout: false,
+        ..Default::default()
+    };
+    let load = |seed| TrainableModel::load(bare.to_str().unwrap(), setup(seed)).unwrap();
+    let head = |model: &TrainableModel| -> Vec<f32> {
+        let (_, var) = model
+            .params()
+            .iter()
+            .find(|(n, _)| n == "classifier.weight")
+            .unwrap();
+        var.as_tensor().flatten_all().unwrap().to_vec1().unwrap()
+    };
+    assert_eq!(
+        head(&load(5)),
+        head(&load(5)),
+        "the same seed gives the same head"
+    );
+    assert_ne!(head(&load(5)), head(&load(6)));
+    let mut model = load(5);
+    assert!(model
+        .params()
+        .iter()
+        .any(|(n, _)| n == "bert.pooler.dense.weight"));
+    let trained = step_and_score(&mut model, &PAIRS);
+    let saved = dir.path().join("reranker");
+    model.save(&saved).unwrap();
+    let config = std::fs::read_to_string(saved.join("config.json")).unwrap();
+    assert!(config.contains("BertForSequenceClassification"), "{config}");
+    let reranker = Reranker::load(saved.to_str().unwrap(), &LoadOptions::default()).unwrap();
+    let score = ScoreOptions {
+        input: InputOptions {
+            max_length: 64,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    assert_close(
+        &trained,
+        &reranker.compute_score(&PAIRS, &score).unwrap(),
+        "bert",
+    );
 }

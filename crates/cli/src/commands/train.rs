@@ -70,7 +70,11 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 64.0)]
     lora_alpha: f64,
     /// Projections that get LoRA pairs.
-    #[arg(long, value_delimiter = ',', default_value = "q_proj,k_proj,v_proj,o_proj")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "q_proj,k_proj,v_proj,o_proj"
+    )]
     lora_targets: Vec<String>,
     /// Start LoRA from this adapter folder instead of a fresh initialisation.
     #[arg(long)]
@@ -184,7 +188,11 @@ pub fn run(args: TrainArgs, ui: Ui) -> anyhow::Result<()> {
     let pairs_per_s = summary.pairs as f64 / summary.seconds.max(1e-9);
     eprintln!(
         "{} {} steps, {} pairs in {:.1} s ({pairs_per_s:.1} pairs/s); final loss {}",
-        if summary.interrupted { "stopped after" } else { "trained" },
+        if summary.interrupted {
+            "stopped after"
+        } else {
+            "trained"
+        },
         summary.steps,
         summary.pairs,
         summary.seconds,
@@ -215,7 +223,9 @@ fn watch_ctrl_c(stop: Arc<AtomicBool>) {
         runtime.block_on(async {
             if tokio::signal::ctrl_c().await.is_ok() {
                 stop.store(true, Ordering::Relaxed);
-                eprintln!("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort)");
+                eprintln!(
+                    "\nstopping after this step and saving a checkpoint (Ctrl-C again to abort)"
+                );
                 if tokio::signal::ctrl_c().await.is_ok() {
                     std::process::exit(130);
                 }

@@ -140,14 +140,18 @@ impl Dropout {
         let mask: Vec<f32> = {
             let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
             (0..x.elem_count())
-                .map(|_| if rng.random::<f64>() < keep { scale } else { 0.0 })
+                .map(|_| {
+                    if rng.random::<f64>() < keep {
+                        scale
+                    } else {
+                        0.0
+                    }
+                })
                 .collect()
         };
         x * Tensor::from_vec(mask, x.shape(), x.device())?
     }
 }
-
-
 
 /// Softmax over the last dimension with a backward pass. candle-nn's fused softmax records no
 /// gradient and its composite form keeps three full-size intermediates per attention layer alive

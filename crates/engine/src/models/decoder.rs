@@ -274,7 +274,8 @@ impl Decoder {
         let heads = |start: usize, width: usize, count: usize| {
             layout.to_heads(&qkv.narrow(1, start, width)?, count)
         };
-        let q = candle_nn::rotary_emb::rope_slow(&heads(0, q_dim, s.num_attention_heads)?, &cos, &sin)?;
+        let q =
+            candle_nn::rotary_emb::rope_slow(&heads(0, q_dim, s.num_attention_heads)?, &cos, &sin)?;
         let k = candle_nn::rotary_emb::rope_slow(
             &heads(q_dim, kv_dim, s.num_key_value_heads)?,
             &cos,

@@ -194,9 +194,9 @@ impl EncoderLayer {
                 Tensor::cat(&contexts, 0)?
             }
         };
-        let attended = self.attention_norm.forward(
-            &(packed.hidden_dropout(&self.attention_out.forward(&context)?)? + x)?,
-        )?;
+        let attended = self
+            .attention_norm
+            .forward(&(packed.hidden_dropout(&self.attention_out.forward(&context)?)? + x)?)?;
         let inner = self
             .activation
             .forward(&self.intermediate.forward(&attended)?)?;

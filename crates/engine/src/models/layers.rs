@@ -108,7 +108,10 @@ impl Dense {
         }
         let rank = |l: &Dense| l.lora.as_ref().map_or(Ok(0), |p| p.a.dim(0));
         let total: usize = layers.iter().map(rank).sum::<Result<usize>>()?;
-        let a: Vec<&Tensor> = layers.iter().filter_map(|l| l.lora.as_ref().map(|p| &p.a)).collect();
+        let a: Vec<&Tensor> = layers
+            .iter()
+            .filter_map(|l| l.lora.as_ref().map(|p| &p.a))
+            .collect();
         let mut rows = Vec::with_capacity(layers.len());
         let mut offset = 0;
         for layer in layers {
@@ -123,7 +126,11 @@ impl Dense {
                 blocks.push(pair.b.clone());
             }
             if total - offset - r > 0 {
-                blocks.push(Tensor::zeros((out, total - offset - r), DType::F32, device)?);
+                blocks.push(Tensor::zeros(
+                    (out, total - offset - r),
+                    DType::F32,
+                    device,
+                )?);
             }
             rows.push(Tensor::cat(&blocks, 1)?);
             offset += r;
