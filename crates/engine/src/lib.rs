@@ -3,7 +3,8 @@
 //!
 //! The data path reads top to bottom: [`ModelDir`] (files) -> [`Architecture`] (config.json) ->
 //! [`InputBuilder`] (pairs -> token ids) -> [`batch::plan_batches`] -> a [`models::ScoringModel`]
-//! -> scores, all driven by [`Reranker`].
+//! -> scores, all driven by [`Reranker`]. [`trainable::TrainableModel`] runs the same model code with
+//! its weights (or LoRA pairs) as autograd variables, for training.
 //!
 //! ```no_run
 //! use bge_rerank_engine::{LoadOptions, Reranker, ScoreOptions};
