@@ -47,6 +47,8 @@ fn train_writes_checkpoints_log_curves_and_evaluates_them() {
         "2",
         "--batch-size",
         "2",
+        "--grad-accum",
+        "1",
         "--group-size",
         "3",
         "--max-length",

@@ -222,13 +222,13 @@ pub fn read_adapter(dir: &Path, has_base_tensor: &dyn Fn(&str) -> bool) -> Resul
 }
 
 /// Writes `pairs` as a peft adapter folder that peft, FlagEmbedding's `peft_path` and `--adapter`
-/// load: adapter_config.json and adapter_model.safetensors with peft's tensor names.
+/// load: adapter_config.json and adapter_model.safetensors with peft's tensor names. (Training
+/// applies no LoRA dropout, and the config says so.)
 pub fn write_adapter(
     dir: &Path,
     rank: usize,
     alpha: f64,
     targets: &[String],
-    dropout: f64,
     base_model: &str,
     pairs: &[LoraPair],
 ) -> Result<()> {
@@ -239,7 +239,7 @@ pub fn write_adapter(
         "base_model_name_or_path": base_model,
         "r": rank,
         "lora_alpha": alpha,
-        "lora_dropout": dropout,
+        "lora_dropout": 0.0,
         "target_modules": targets,
         "bias": "none",
         "fan_in_fan_out": false,

@@ -33,8 +33,6 @@ pub struct LoraSettings {
     pub rank: usize,
     pub alpha: f64,
     pub targets: Vec<String>,
-    /// Recorded in adapter_config.json; not applied (see the trainer's notes).
-    pub dropout: f64,
     pub start: Option<PathBuf>,
 }
 
@@ -47,7 +45,6 @@ impl Default for LoraSettings {
             targets: ["q_proj", "k_proj", "v_proj", "o_proj"]
                 .map(String::from)
                 .to_vec(),
-            dropout: 0.0,
             start: None,
         }
     }
@@ -69,7 +66,6 @@ struct LoraState {
     alpha: f64,
     scaling: f64,
     targets: Vec<String>,
-    dropout: f64,
     /// module path -> (A, B), in `params` too.
     pairs: Vec<(String, Var, Var)>,
 }
@@ -223,7 +219,6 @@ impl TrainableModel {
                     lora.rank,
                     lora.alpha,
                     &lora.targets,
-                    lora.dropout,
                     &self.folder.dir.root().display().to_string(),
                     &pairs,
                 )?;
@@ -430,7 +425,6 @@ fn lora_params(
         alpha,
         scaling,
         targets,
-        dropout: settings.dropout,
         pairs: Vec::new(),
     };
     for pair in pairs {

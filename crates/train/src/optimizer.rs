@@ -44,7 +44,8 @@ impl AdamW {
             let m = ((m * p.beta1)? + (g * (1.0 - p.beta1))?)?;
             let v = ((v * p.beta2)? + (g.sqr()? * (1.0 - p.beta2))?)?;
             let step = ((&m * scale_m)? / ((&v * scale_v)?.sqrt()? + p.eps)?)?;
-            let decayed = (var.as_tensor() * (1.0 - p.lr * p.weight_decay))?;
+            let decay = if decays(name) { p.weight_decay } else { 0.0 };
+            let decayed = (var.as_tensor() * (1.0 - p.lr * decay))?;
             var.set(&(decayed - (step * p.lr)?)?)?;
             self.moments.insert(name.clone(), (m, v));
         }
@@ -87,6 +88,12 @@ impl AdamW {
     }
 }
 
+/// Whether weight decay applies: the Hugging Face Trainer exempts biases and normalisation weights.
+fn decays(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    !(lower.ends_with("bias") || lower.contains("layernorm") || lower.contains("norm."))
+}
+
 /// The learning rate at `step` (0-based) of `total`: linear warm-up to `peak` over `warmup` steps,
 /// then linear decay to zero at `total` (transformers' `get_linear_schedule_with_warmup`).
 pub fn linear_schedule(peak: f64, step: usize, warmup: usize, total: usize) -> f64 {
@@ -117,6 +124,19 @@ pub fn clip_grad_norm(grads: &mut [Option<Tensor>], max_norm: f64) -> Result<f64
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn biases_and_norms_are_not_decayed() {
+        assert!(decays(
+            "roberta.encoder.layer.0.attention.self.query.weight"
+        ));
+        assert!(decays(
+            "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"
+        ));
+        assert!(!decays("classifier.out_proj.bias"));
+        assert!(!decays("roberta.embeddings.LayerNorm.weight"));
+        assert!(!decays("model.layers.0.input_layernorm.weight"));
+    }
 
     #[test]
     fn schedule_warms_up_then_decays_to_zero() {

@@ -51,6 +51,7 @@ fn options(model: &str, data: PathBuf, output: &Path) -> TrainOptions {
         max_steps: Some(8),
         group_size: 4,
         batch_size: 2,
+        grad_accum: 1,
         lr: Some(2e-3),
         warmup_ratio: 0.0,
         input: InputOptions {

@@ -33,11 +33,12 @@ pub struct TrainArgs {
     /// Passages per query: one positive and group-size - 1 negatives.
     #[arg(long, default_value_t = 8)]
     group_size: usize,
-    /// Queries per forward/backward pass.
-    #[arg(long, default_value_t = 8)]
-    batch_size: usize,
-    /// Passes accumulated into one optimizer step.
+    /// Queries per forward/backward pass (each brings group-size pairs). Small passes keep a CPU's
+    /// memory and caches in reach; grow the batch with --grad-accum.
     #[arg(long, default_value_t = 1)]
+    batch_size: usize,
+    /// Passes accumulated into one optimizer step (the default gives FlagEmbedding's 8 queries a step).
+    #[arg(long, default_value_t = 8)]
     grad_accum: usize,
     /// Peak learning rate [default: 6e-5 full fine-tuning, 2e-4 LoRA].
     #[arg(long)]
@@ -163,7 +164,6 @@ pub fn run(args: TrainArgs, ui: Ui) -> anyhow::Result<()> {
             rank: args.lora_rank,
             alpha: args.lora_alpha,
             targets: args.lora_targets,
-            dropout: 0.0,
             start: args.adapter,
         },
         distill: args.distill,
