@@ -20,7 +20,7 @@ use crate::config::Architecture;
 use crate::error::{Error, Result};
 use crate::input::{InputBuilder, InputOptions, ModelInput};
 use crate::lora::{read_adapter, write_adapter, LoraPair};
-use crate::models::encoder::Flavor;
+use crate::models::encoder::{Flavor, BODY_PROBE};
 use crate::models::layers::Numerics;
 use crate::precision::Precision;
 use crate::reranker::{Family, OpenedFolder};
@@ -283,18 +283,13 @@ fn full_params(
     seed: u64,
 ) -> Result<(Params, Variables)> {
     let flavor = OpenedFolder::encoder_flavor(architecture)?;
-    let prefix = match flavor {
-        Flavor::XlmRoberta => "roberta.",
-        Flavor::Bert => "bert.",
-    };
-    let bare = !weights
-        .names()
-        .iter()
-        .any(|n| n.starts_with(prefix) && n.ends_with("word_embeddings.weight"));
+    let prefix = flavor.prefix();
+    // The same test as `Encoder::load`: a body without the prefix gets it, as the head's model names it.
+    let bare = !weights.contains(&format!("{prefix}.{BODY_PROBE}"));
     let mut tensors: Vec<(String, Tensor)> = Vec::new();
     for name in weights.names() {
         let name_out = if bare {
-            format!("{prefix}{name}")
+            format!("{prefix}.{name}")
         } else {
             name.to_string()
         };
@@ -394,7 +389,14 @@ fn lora_params(
                 if !module.starts_with("model.layers.") || !targets.iter().any(|t| t == leaf) {
                     continue;
                 }
-                let (out_dim, in_dim) = weights.stored(name)?.dims2()?;
+                let (out_dim, in_dim) = match weights.shape(name)?[..] {
+                    [out_dim, in_dim] => (out_dim, in_dim),
+                    ref other => {
+                        return Err(Error::Unsupported(format!(
+                            "`{name}` has shape {other:?}; LoRA adapts matrices"
+                        )))
+                    }
+                };
                 let bound = 1.0 / (in_dim as f32).sqrt();
                 let uniform = rand_distr::Uniform::new(-bound, bound)
                     .map_err(|e| Error::InvalidOption(e.to_string()))?;

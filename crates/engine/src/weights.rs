@@ -118,24 +118,32 @@ impl Weights {
         names
     }
 
+    /// A tensor's shape, read from the header without loading it.
+    pub fn shape(&self, name: &str) -> Result<Vec<usize>> {
+        Ok(self.header(name)?.0)
+    }
+
     /// A tensor in the dtype it is stored in, with any merged adapter delta applied.
     pub fn stored(&self, name: &str) -> Result<Tensor> {
-        let file = self.file_of(name)?;
-        let view = file.tensors.get(name).map_err(|e| Error::Tensor {
-            file: file.name.clone(),
-            name: name.into(),
-            message: e.to_string(),
-        })?;
-        let dtype = DType::try_from(view.dtype()).map_err(|e| Error::Tensor {
-            file: file.name.clone(),
-            name: name.into(),
-            message: e.to_string(),
-        })?;
+        let dtype = self.header(name)?.1;
         Ok(self.get_unchecked(name, dtype, &Device::Cpu)?)
     }
 
     pub fn var_builder(&self, dtype: DType, device: &Device) -> VarBuilder<'static> {
         VarBuilder::from_backend(Box::new(self.clone()), dtype, device.clone())
+    }
+
+    /// Shape and dtype from the file's header.
+    fn header(&self, name: &str) -> Result<(Vec<usize>, DType)> {
+        let file = self.file_of(name)?;
+        let error = |message: String| Error::Tensor {
+            file: file.name.clone(),
+            name: name.into(),
+            message,
+        };
+        let view = file.tensors.get(name).map_err(|e| error(e.to_string()))?;
+        let dtype = DType::try_from(view.dtype()).map_err(|e| error(e.to_string()))?;
+        Ok((view.shape().to_vec(), dtype))
     }
 
     fn file_of(&self, name: &str) -> candle_core::Result<&WeightFile> {

@@ -33,6 +33,18 @@ pub struct DecoderSpec {
     pub residual_scale: f64,
 }
 
+impl DecoderSpec {
+    /// Width of the query projection (all heads).
+    fn q_dim(&self) -> usize {
+        self.num_attention_heads * self.head_dim
+    }
+
+    /// Width of the key and of the value projection.
+    fn kv_dim(&self) -> usize {
+        self.num_key_value_heads * self.head_dim
+    }
+}
+
 /// RMSNorm computed in f32: x / sqrt(mean(x^2) + eps) * (offset + weight).
 struct RmsNorm {
     weight: Tensor,
@@ -71,29 +83,11 @@ struct DecoderLayer {
 
 impl DecoderLayer {
     fn load(vb: VarBuilder, spec: &DecoderSpec, numerics: Numerics) -> candle_core::Result<Self> {
-        let (h, hd) = (spec.hidden_size, spec.head_dim);
+        let h = spec.hidden_size;
         let attn = vb.pp("self_attn");
-        let q = Dense::load(
-            attn.pp("q_proj"),
-            h,
-            spec.num_attention_heads * hd,
-            false,
-            numerics,
-        )?;
-        let k = Dense::load(
-            attn.pp("k_proj"),
-            h,
-            spec.num_key_value_heads * hd,
-            false,
-            numerics,
-        )?;
-        let v = Dense::load(
-            attn.pp("v_proj"),
-            h,
-            spec.num_key_value_heads * hd,
-            false,
-            numerics,
-        )?;
+        let q = Dense::load(attn.pp("q_proj"), h, spec.q_dim(), false, numerics)?;
+        let k = Dense::load(attn.pp("k_proj"), h, spec.kv_dim(), false, numerics)?;
+        let v = Dense::load(attn.pp("v_proj"), h, spec.kv_dim(), false, numerics)?;
         let mlp = vb.pp("mlp");
         let i = spec.intermediate_size;
         let gate = Dense::load(mlp.pp("gate_proj"), h, i, false, numerics)?;
@@ -101,13 +95,7 @@ impl DecoderLayer {
         Ok(Self {
             input_norm: RmsNorm::load(vb.pp("input_layernorm"), spec, numerics)?,
             qkv: Dense::stack(&[q, k, v])?,
-            o_proj: Dense::load(
-                attn.pp("o_proj"),
-                spec.num_attention_heads * hd,
-                h,
-                false,
-                numerics,
-            )?,
+            o_proj: Dense::load(attn.pp("o_proj"), spec.q_dim(), h, false, numerics)?,
             post_attention_norm: RmsNorm::load(vb.pp("post_attention_layernorm"), spec, numerics)?,
             gate_up: Dense::stack(&[gate, up])?,
             down: Dense::load(mlp.pp("down_proj"), i, h, false, numerics)?,
@@ -194,14 +182,17 @@ impl Decoder {
             .numerics
             .round((self.embed_tokens.forward(&packed.ids)? * self.spec.embedding_scale)?)?;
         let mut states = Vec::with_capacity(depths.len());
+        // Training: one padded grid, and one rope table for it, serve every layer.
         let padded = if self.numerics.differentiable {
-            Some(PaddedLayout::new(&packed.seq_lens, &self.device)?)
+            let layout = PaddedLayout::new(&packed.seq_lens, &self.device)?;
+            let rope = self.rope_tables(layout.max_len())?;
+            Some((layout, rope))
         } else {
             None
         };
         for (index, layer) in self.layers.iter().enumerate().take(deepest) {
             x = match &padded {
-                Some(layout) => self.layer_forward_padded(layer, &x, layout)?,
+                Some((layout, rope)) => self.layer_forward_padded(layer, &x, layout, rope)?,
                 None => self.layer_forward(layer, &x, &packed.seq_lens)?,
             };
             if depths.contains(&(index + 1)) {
@@ -219,10 +210,7 @@ impl Decoder {
         seq_lens: &[usize],
     ) -> candle_core::Result<Tensor> {
         let s = &self.spec;
-        let (q_dim, kv_dim) = (
-            s.num_attention_heads * s.head_dim,
-            s.num_key_value_heads * s.head_dim,
-        );
+        let (q_dim, kv_dim) = (s.q_dim(), s.kv_dim());
         let qkv = layer.qkv.forward(&layer.input_norm.forward(x)?)?;
         let q = qkv.narrow(1, 0, q_dim)?;
         let k = qkv.narrow(1, q_dim, kv_dim)?;
@@ -262,24 +250,21 @@ impl Decoder {
         layer: &DecoderLayer,
         x: &Tensor,
         layout: &PaddedLayout,
+        (cos, sin): &(Tensor, Tensor),
     ) -> candle_core::Result<Tensor> {
         let s = &self.spec;
-        let (q_dim, kv_dim) = (
-            s.num_attention_heads * s.head_dim,
-            s.num_key_value_heads * s.head_dim,
-        );
+        let (q_dim, kv_dim) = (s.q_dim(), s.kv_dim());
         let qkv = layer.qkv.forward(&layer.input_norm.forward(x)?)?;
-        let (cos, sin) = self.rope_tables(layout.max_len())?;
         let group = s.num_attention_heads / s.num_key_value_heads;
         let heads = |start: usize, width: usize, count: usize| {
             layout.to_heads(&qkv.narrow(1, start, width)?, count)
         };
         let q =
-            candle_nn::rotary_emb::rope_slow(&heads(0, q_dim, s.num_attention_heads)?, &cos, &sin)?;
+            candle_nn::rotary_emb::rope_slow(&heads(0, q_dim, s.num_attention_heads)?, cos, sin)?;
         let k = candle_nn::rotary_emb::rope_slow(
             &heads(q_dim, kv_dim, s.num_key_value_heads)?,
-            &cos,
-            &sin,
+            cos,
+            sin,
         )?;
         let v = heads(q_dim + kv_dim, kv_dim, s.num_key_value_heads)?;
         let (k, v) = (repeat_kv4(k, group)?, repeat_kv4(v, group)?);

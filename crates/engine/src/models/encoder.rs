@@ -92,13 +92,17 @@ pub enum Flavor {
 }
 
 impl Flavor {
-    fn prefix(self) -> &'static str {
+    /// The body's tensor-name prefix in checkpoints with a head (without the dot).
+    pub fn prefix(self) -> &'static str {
         match self {
             Flavor::XlmRoberta => "roberta",
             Flavor::Bert => "bert",
         }
     }
 }
+
+/// A tensor every encoder body has: where it sits tells whether names carry the flavor's prefix.
+pub const BODY_PROBE: &str = "embeddings.word_embeddings.weight";
 
 struct EncoderLayer {
     qkv: Dense,
@@ -225,7 +229,7 @@ impl Encoder {
     pub fn load(vb: VarBuilder, cfg: &Config, flavor: Flavor, numerics: Numerics) -> Result<Self> {
         cfg.validate().map_err(Error::Unsupported)?;
         let prefixed = vb.pp(flavor.prefix());
-        let base = if prefixed.contains_tensor("embeddings.word_embeddings.weight") {
+        let base = if prefixed.contains_tensor(BODY_PROBE) {
             prefixed
         } else {
             vb
