@@ -97,6 +97,7 @@ impl ModelArgs {
             &LoadOptions {
                 precision: self.dtype,
                 adapter: self.adapter.clone(),
+                kernel: None,
             },
         )?;
         tracing::info!(

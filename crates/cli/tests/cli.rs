@@ -264,7 +264,9 @@ fn verbose_says_which_precision_was_chosen() {
         "{\"query\": \"a\", \"passage\": \"b\"}\n",
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("computed in f32"), "{}", stderr(&out));
+    let said = stderr(&out);
+    assert!(said.contains("stored as bf16, computed as f32"), "{said}");
+    assert!(said.contains("kernel "), "names the matrix kernel: {said}");
 }
 
 #[test]

@@ -23,8 +23,10 @@ pub mod input;
 pub mod lora;
 pub mod model_dir;
 pub mod models;
+pub mod ops;
 pub mod precision;
 pub mod reranker;
+pub mod safetensors_file;
 pub mod trainable;
 pub mod weights;
 

@@ -6,7 +6,8 @@ use std::str::FromStr;
 use candle_core::DType;
 
 use crate::error::Error;
-use crate::models::layers::Numerics;
+use crate::ops::cpu::MatmulKernel;
+use crate::ops::Numerics;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Precision {
@@ -53,40 +54,66 @@ pub struct ResolvedPrecision {
     pub explanation: String,
 }
 
+impl ResolvedPrecision {
+    /// Bytes a weight takes in the compute format (f32 4, bf16 and f16 2).
+    pub fn bytes_per_weight(&self) -> usize {
+        self.numerics.round_to.map_or(4, |d| d.size_in_bytes())
+    }
+
+    /// The matrix kernel, for `--verbose`, `/info` and `bench`.
+    pub fn kernel(&self) -> MatmulKernel {
+        self.numerics.kernel
+    }
+}
+
 impl Precision {
-    pub fn resolve(self, stored: DType) -> ResolvedPrecision {
+    /// What to compute in for weights stored as `stored`, on `kernel`, or else the one
+    /// `MatmulKernel::select` picks for this CPU (or `BGE_RERANK_KERNEL` forces).
+    pub fn resolve(
+        self,
+        stored: DType,
+        kernel: Option<MatmulKernel>,
+    ) -> Result<ResolvedPrecision, Error> {
+        let kernel = match kernel {
+            Some(kernel) => kernel.require_supported()?,
+            None => MatmulKernel::select()?,
+        };
         let stored_name = stored.as_str();
-        match self {
-            Self::Auto | Self::F32 => ResolvedPrecision {
-                numerics: Numerics::default(),
-                compute: "f32",
-                explanation: if self == Self::Auto && stored != DType::F32 {
-                    format!(
-                        "weights stored as {stored_name}, computed in f32 (no fast {stored_name} \
-                         matmul on CPU; FlagEmbedding does the same)"
-                    )
-                } else {
-                    format!("weights stored as {stored_name}, computed in f32")
-                },
-            },
-            Self::F16 | Self::Bf16 => {
-                let (dtype, name) = if self == Self::Bf16 {
-                    (DType::BF16, "bf16")
-                } else {
-                    (DType::F16, "f16")
-                };
-                ResolvedPrecision {
-                    numerics: Numerics {
-                        round_to: Some(dtype),
-                        differentiable: false,
-                    },
-                    compute: name,
-                    explanation: format!(
-                        "weights stored as {stored_name}, computed as {name}: weights and \
-                         activations rounded to {name} after every layer, arithmetic in f32"
-                    ),
-                }
+        let (round_to, compute) = match self {
+            Self::Auto | Self::F32 => (None, "f32"),
+            Self::Bf16 => (Some(DType::BF16), "bf16"),
+            Self::F16 => (Some(DType::F16), "f16"),
+        };
+        let how = match (round_to, kernel) {
+            (None, MatmulKernel::Avx512) => {
+                "f32 weights packed for the AVX-512 kernel".to_string()
             }
-        }
+            (Some(_), MatmulKernel::Avx512) => format!(
+                "{compute} weights packed for the AVX-512 kernel (widened to f32 a block at a time, \
+                 products exact, f32 accumulation); activations rounded to {compute} after every \
+                 layer, norms and softmax in f32"
+            ),
+            (None, MatmulKernel::Candle) => "f32 weights, candle's matmul".to_string(),
+            (Some(_), MatmulKernel::Candle) => format!(
+                "weights and activations rounded to {compute} after every layer, held and \
+                 multiplied in f32 by candle's matmul"
+            ),
+        };
+        let why = if self == Self::Auto && stored != DType::F32 {
+            " (auto computes in f32, as FlagEmbedding does by default)"
+        } else {
+            ""
+        };
+        Ok(ResolvedPrecision {
+            numerics: Numerics {
+                round_to,
+                differentiable: false,
+                kernel,
+            },
+            compute,
+            explanation: format!(
+                "weights stored as {stored_name}, computed as {compute}{why}: {how}; kernel {kernel}"
+            ),
+        })
     }
 }

@@ -23,6 +23,8 @@ pub struct LoadOptions {
     pub precision: Precision,
     /// A peft LoRA adapter folder merged into the weights at load (LLM rerankers' `peft_path`).
     pub adapter: Option<std::path::PathBuf>,
+    /// Force a matrix kernel (else the best this CPU has, or `BGE_RERANK_KERNEL`).
+    pub kernel: Option<crate::ops::cpu::MatmulKernel>,
 }
 
 /// How to score: FlagEmbedding's `compute_score` arguments, plus our batch token budget.
@@ -43,12 +45,13 @@ pub struct Reranker {
     precision: ResolvedPrecision,
     inputs: InputBuilder,
     model: Box<dyn ScoringModel>,
+    weight_bytes: usize,
 }
 
 impl Reranker {
     /// Loads a model folder or a Hugging Face id (through the local cache).
     pub fn load(model: &str, options: &LoadOptions) -> Result<Self> {
-        let mut folder = OpenedFolder::open(model, options.precision)?;
+        let mut folder = OpenedFolder::open(model, options.precision, options.kernel)?;
         if !folder.architecture.has_score_head() {
             return Err(Error::Unsupported(format!(
                 "{}: `{}` is an encoder without a classification head, so it cannot score pairs; \
@@ -80,7 +83,9 @@ impl Reranker {
             &inputs,
         )?;
         let model = family.boxed();
+        let weight_bytes = folder.weights.float_parameters() * folder.precision.bytes_per_weight();
         Ok(Self {
+            weight_bytes,
             dir: folder.dir,
             architecture: folder.architecture,
             precision: folder.precision,
@@ -99,6 +104,12 @@ impl Reranker {
 
     pub fn precision(&self) -> &ResolvedPrecision {
         &self.precision
+    }
+
+    /// The model's weights in their compute format (parameters x the compute precision's size):
+    /// what the resident memory after load is measured against.
+    pub fn weight_bytes(&self) -> usize {
+        self.weight_bytes
     }
 
     pub fn tokenizer(&self) -> &tokenizers::Tokenizer {
@@ -199,7 +210,7 @@ pub fn finish_score(raw: f32, normalize: bool) -> f64 {
 /// Loads the encoder body of an XLM-R or BERT checkpoint, with or without a classification head
 /// (e.g. all-MiniLM-L6-v2's `BertModel` weights), with its input builder.
 pub fn load_encoder(model: &str, precision: Precision) -> Result<(Encoder, InputBuilder)> {
-    let folder = OpenedFolder::open(model, precision)?;
+    let folder = OpenedFolder::open(model, precision, None)?;
     let (cfg, flavor) = folder.encoder_config()?;
     let encoder = Encoder::load(folder.var_builder(), &cfg, flavor, folder.numerics())
         .map_err(|e| folder.load_error(e))?;
@@ -209,6 +220,8 @@ pub fn load_encoder(model: &str, precision: Precision) -> Result<(Encoder, Input
 }
 
 /// A loaded model family, before it is boxed behind `ScoringModel`.
+// Built once per load and boxed behind `ScoringModel` right after: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Family {
     Encoder(CrossEncoder),
     Gemma(GemmaReranker),
@@ -312,12 +325,16 @@ impl OpenedFolder {
         loaded.map_err(|e| self.load_error(e))
     }
 
-    pub fn open(model: &str, precision: Precision) -> Result<Self> {
+    pub fn open(
+        model: &str,
+        precision: Precision,
+        kernel: Option<crate::ops::cpu::MatmulKernel>,
+    ) -> Result<Self> {
         let dir = ModelDir::resolve(model)?;
         let config_path = dir.config_path();
         let architecture = Architecture::from_config_file(&config_path)?;
         let weights = Weights::open(&dir)?;
-        let precision = precision.resolve(weights.stored_dtype());
+        let precision = precision.resolve(weights.stored_dtype(), kernel)?;
         tracing::debug!(model = %dir.root().display(), arch = architecture.name(), "{}", precision.explanation);
         Ok(Self {
             dir,

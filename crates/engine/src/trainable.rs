@@ -22,6 +22,7 @@ use crate::input::{InputBuilder, InputOptions, ModelInput};
 use crate::lora::{read_adapter, write_adapter, LoraPair};
 use crate::models::encoder::{Flavor, BODY_PROBE};
 use crate::models::layers::Numerics;
+use crate::ops::cpu::MatmulKernel;
 use crate::precision::Precision;
 use crate::reranker::{Family, OpenedFolder};
 use crate::weights::Weights;
@@ -100,7 +101,7 @@ enum Variables {
 
 impl TrainableModel {
     pub fn load(model: &str, setup: TrainSetup) -> Result<Self> {
-        let folder = OpenedFolder::open(model, Precision::F32)?;
+        let folder = OpenedFolder::open(model, Precision::F32, Some(MatmulKernel::Candle))?;
         let mut config = folder.config_json()?;
         let architecture = match folder.architecture {
             Architecture::XlmRobertaModel => Architecture::XlmRobertaForSequenceClassification,
@@ -454,6 +455,7 @@ fn build_family(
     let numerics = Numerics {
         round_to: None,
         differentiable: true,
+        kernel: MatmulKernel::Candle,
     };
     let vb = match variables {
         Variables::Full { varmap, .. } => VarBuilder::from_varmap(varmap, DType::F32, &Device::Cpu),

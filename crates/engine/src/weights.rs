@@ -1,22 +1,22 @@
-//! Memory-mapped safetensors weights (one file or shards) behind candle's `VarBuilder`, with errors
-//! that name the file and the tensor.
+//! Safetensors weights (one file or shards) behind candle's `VarBuilder`, read tensor by tensor
+//! (see `safetensors_file`), with errors that name the file and the tensor.
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
 
 use crate::error::{Error, Result};
 use crate::model_dir::ModelDir;
+use crate::safetensors_file::SafetensorsFile;
 
 #[derive(Clone)]
 struct WeightFile {
     /// File name as the user sees it in the model folder.
     name: String,
-    tensors: std::sync::Arc<MmapedSafetensors>,
+    tensors: std::sync::Arc<SafetensorsFile>,
 }
 
 /// All weights of one model, looked up by tensor name across shards. Cloning shares the mappings.
@@ -36,8 +36,8 @@ impl Weights {
         for path in &paths {
             let tensors = open_file(path)?;
             let index = files.len();
-            for (name, _) in tensors.tensors() {
-                by_name.insert(name, index);
+            for name in tensors.entries().keys() {
+                by_name.insert(name.clone(), index);
             }
             files.push(WeightFile {
                 name: display_name(path),
@@ -92,8 +92,8 @@ impl Weights {
     pub fn stored_dtype(&self) -> DType {
         let mut counts: HashMap<DType, usize> = HashMap::new();
         for file in &self.files {
-            for (_, view) in file.tensors.tensors() {
-                if let Ok(dtype) = DType::try_from(view.dtype()) {
+            for entry in file.tensors.entries().values() {
+                if let Ok(dtype) = entry.dtype() {
                     if dtype.is_float() {
                         *counts.entry(dtype).or_default() += 1;
                     }
@@ -105,6 +105,19 @@ impl Weights {
             .max_by_key(|(dtype, n)| (*n, dtype.size_in_bytes()))
             .map(|(d, _)| d)
             .unwrap_or(DType::F32)
+    }
+
+    /// Floating-point parameters across all files (what the compute format multiplies).
+    pub fn float_parameters(&self) -> usize {
+        let mut count = 0;
+        for file in &self.files {
+            for entry in file.tensors.entries().values() {
+                if entry.dtype().is_ok_and(|d| d.is_float()) {
+                    count += entry.shape.iter().product::<usize>();
+                }
+            }
+        }
+        count
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -141,9 +154,12 @@ impl Weights {
             name: name.into(),
             message,
         };
-        let view = file.tensors.get(name).map_err(|e| error(e.to_string()))?;
-        let dtype = DType::try_from(view.dtype()).map_err(|e| error(e.to_string()))?;
-        Ok((view.shape().to_vec(), dtype))
+        let entry = file
+            .tensors
+            .entry(name)
+            .ok_or_else(|| error("missing".into()))?;
+        let dtype = entry.dtype().map_err(error)?;
+        Ok((entry.shape.clone(), dtype))
     }
 
     fn file_of(&self, name: &str) -> candle_core::Result<&WeightFile> {
@@ -205,17 +221,15 @@ fn display_name(path: &Path) -> String {
         .unwrap_or_else(|| path.display().to_string())
 }
 
-fn open_file(path: &Path) -> Result<MmapedSafetensors> {
+fn open_file(path: &Path) -> Result<SafetensorsFile> {
     if !path.is_file() {
         return Err(Error::Safetensors {
             path: path.into(),
             message: "file not found".into(),
         });
     }
-    // SAFETY: the mapping is read-only; a file changed under us while mapped is the user's hazard,
-    // as with every mmap-based loader (transformers, candle).
-    unsafe { MmapedSafetensors::new(path) }.map_err(|e| Error::Safetensors {
+    SafetensorsFile::open(path).map_err(|message| Error::Safetensors {
         path: path.into(),
-        message: e.to_string(),
+        message,
     })
 }

@@ -66,6 +66,7 @@ impl ServedModel {
             "architecture": r.architecture().name(),
             "dtype": r.precision().compute,
             "precision": r.precision().explanation,
+            "kernel": r.precision().kernel().name(),
             "cutoff_layers": r.resolve_layers(None).ok().filter(|l| !l.is_empty()),
         })
     }

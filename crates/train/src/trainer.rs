@@ -321,7 +321,7 @@ pub fn train(
         observer.step(&entry);
         let due = options
             .save_steps
-            .is_some_and(|n| n > 0 && state.step % n == 0);
+            .is_some_and(|n| n > 0 && state.step.is_multiple_of(n));
         if due && state.step < total_steps {
             let dir = options.output.join(format!("checkpoint-{}", state.step));
             save_checkpoint(&model, &optimizer, &mut state, &dir, options, observer)?;

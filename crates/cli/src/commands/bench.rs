@@ -15,8 +15,15 @@ pub struct BenchArgs {
     #[command(flatten)]
     model: OptionalModelArgs,
     /// Workload: JSON Lines of {"query", "passage"} (e.g. shared/bench/workloads/rerank-100.jsonl).
-    #[arg(long, short, required_unless_present = "url")]
+    #[arg(long, short, required_unless_present_any = ["url", "kernels"])]
     workload: Option<String>,
+    /// Instead: GFLOP/s of every matmul kernel this CPU has on the models' real shapes, beside the
+    /// machine's measured peak.
+    #[arg(long, conflicts_with_all = ["url", "workload"])]
+    kernels: bool,
+    /// With --kernels: rows (tokens) of activations per product.
+    #[arg(long, default_value_t = 2048, requires = "kernels")]
+    kernel_rows: usize,
     /// Timed passes over the whole workload.
     #[arg(long, default_value_t = 3)]
     repeat: usize,
@@ -45,6 +52,9 @@ pub fn run(args: BenchArgs, ui: Ui) -> anyhow::Result<()> {
     if let Some(url) = &args.url {
         return load_test(url, &args);
     }
+    if args.kernels {
+        return kernels(args.kernel_rows, args.repeat);
+    }
     let model = args
         .model
         .require("--url and --request to load-test a server")?;
@@ -56,6 +66,7 @@ pub fn run(args: BenchArgs, ui: Ui) -> anyhow::Result<()> {
         anyhow::bail!("{workload}: the workload has no pairs");
     }
     let reranker = model.load()?;
+    let load_memory = Memory::read();
     let options = args.inputs.options();
     let limits = args.batch.limits()?;
     let tokenize_start = Instant::now();
@@ -78,7 +89,7 @@ pub fn run(args: BenchArgs, ui: Ui) -> anyhow::Result<()> {
     }
     let best = seconds.iter().copied().fold(f64::INFINITY, f64::min);
     let mean = seconds.iter().sum::<f64>() / seconds.len() as f64;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = rayon_threads();
     println!(
         "model        {} ({})",
         reranker.model_dir().display(),
@@ -93,7 +104,21 @@ pub fn run(args: BenchArgs, ui: Ui) -> anyhow::Result<()> {
         "workload     {workload} : {} pairs, {tokens} tokens",
         inputs.len()
     );
-    println!("machine      {threads} threads available");
+    println!("machine      {} ({threads} threads)", cpu_name());
+    if let Some(load) = load_memory {
+        let gb = |b: u64| b as f64 / 1e9;
+        let weights = reranker.weight_bytes() as u64;
+        println!(
+            "memory       weights {:.2} GB ({}); resident after load {:.2} GB ({:.2}x), peak during \
+             load {:.2} GB, peak overall {:.2} GB",
+            gb(weights),
+            reranker.precision().compute,
+            gb(load.resident),
+            load.resident as f64 / weights.max(1) as f64,
+            gb(load.peak),
+            gb(Memory::read().map_or(0, |m| m.peak)),
+        );
+    }
     println!("tokenize     {:.1} ms", tokenize_secs * 1e3);
     println!(
         "score        best {:.3} s, mean {:.3} s over {} runs",
@@ -108,6 +133,75 @@ pub fn run(args: BenchArgs, ui: Ui) -> anyhow::Result<()> {
         best / inputs.len() as f64
     );
     Ok(())
+}
+
+/// `--kernels`: the probe's peaks, then each shape's GFLOP/s per kernel path and its share of the
+/// f32 FMA peak.
+fn kernels(rows: usize, repeat: usize) -> anyhow::Result<()> {
+    use bge_rerank_engine::ops::{cpu::CpuFeatures, cpu::MatmulKernel, probe};
+    let cpu = CpuFeatures::detect();
+    println!("cpu          {} ({cpu})", cpu_name());
+    println!("threads      {}", rayon_threads());
+    println!("selected     {}", MatmulKernel::select()?);
+    let peaks = probe::peaks();
+    for peak in &peaks {
+        println!("peak         {:>7.0} GFLOP/s  {}", peak.gflops, peak.path);
+    }
+    let peak = peaks.first().map(|p| p.gflops);
+    println!("products     {rows} rows, best of {repeat}");
+    for (name, shape) in probe::model_shapes(rows) {
+        for found in probe::measure_shape(shape, repeat)? {
+            let share = peak.map_or(String::new(), |p| {
+                format!(" ({:.0}% of peak)", 100.0 * found.gflops / p)
+            });
+            println!(
+                "{name:<28} {:<18} {:>7.0} GFLOP/s{share}",
+                found.path, found.gflops
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The process's resident memory now and its peak so far (Linux: /proc/self/status).
+struct Memory {
+    resident: u64,
+    peak: u64,
+}
+
+impl Memory {
+    fn read() -> Option<Self> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let field = |name: &str| -> Option<u64> {
+            let line = status.lines().find(|l| l.starts_with(name))?;
+            let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kb * 1024)
+        };
+        Some(Self {
+            resident: field("VmRSS:")?,
+            peak: field("VmHWM:")?,
+        })
+    }
+}
+
+/// The CPU's model name from /proc/cpuinfo, where there is one.
+fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+fn rayon_threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 fn load_test(url: &str, args: &BenchArgs) -> anyhow::Result<()> {

@@ -60,6 +60,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let load = LoadOptions {
         precision: args.dtype,
         adapter: args.adapter.clone(),
+        kernel: None,
     };
     let config = ServeConfig {
         models: args

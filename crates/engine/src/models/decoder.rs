@@ -3,13 +3,15 @@
 //! attention per sequence with positions 0..n-1. The families differ only in the constants below and in
 //! their score heads, which read the final (normed) state of each sequence's last token.
 
-use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{Embedding, VarBuilder};
+use candle_core::{Device, Module, Tensor, D};
+use candle_nn::VarBuilder;
 
-use super::attention::{causal_mask, padded_attention, PaddedLayout};
-use super::layers::{check_input, split_heads, Activation, Dense, Numerics};
+use super::layers::{check_input, Activation, Linear, Numerics};
 use crate::error::{Error, Result};
 use crate::input::ModelInput;
+use crate::ops::attention::{packed_attention, padded_attention, Heads, PaddedLayout};
+use crate::ops::embedding::Embedding;
+use crate::ops::rope::RopeTables;
 
 /// What distinguishes one Llama-like family from another.
 #[derive(Debug, Clone)]
@@ -74,31 +76,32 @@ impl RmsNorm {
 
 struct DecoderLayer {
     input_norm: RmsNorm,
-    qkv: Dense,
-    o_proj: Dense,
+    qkv: Linear,
+    o_proj: Linear,
     post_attention_norm: RmsNorm,
-    gate_up: Dense,
-    down: Dense,
+    gate_up: Linear,
+    down: Linear,
 }
 
 impl DecoderLayer {
     fn load(vb: VarBuilder, spec: &DecoderSpec, numerics: Numerics) -> candle_core::Result<Self> {
         let h = spec.hidden_size;
         let attn = vb.pp("self_attn");
-        let q = Dense::load(attn.pp("q_proj"), h, spec.q_dim(), false, numerics)?;
-        let k = Dense::load(attn.pp("k_proj"), h, spec.kv_dim(), false, numerics)?;
-        let v = Dense::load(attn.pp("v_proj"), h, spec.kv_dim(), false, numerics)?;
+        let qkv = [
+            (attn.pp("q_proj"), spec.q_dim()),
+            (attn.pp("k_proj"), spec.kv_dim()),
+            (attn.pp("v_proj"), spec.kv_dim()),
+        ];
         let mlp = vb.pp("mlp");
         let i = spec.intermediate_size;
-        let gate = Dense::load(mlp.pp("gate_proj"), h, i, false, numerics)?;
-        let up = Dense::load(mlp.pp("up_proj"), h, i, false, numerics)?;
+        let gate_up = [(mlp.pp("gate_proj"), i), (mlp.pp("up_proj"), i)];
         Ok(Self {
             input_norm: RmsNorm::load(vb.pp("input_layernorm"), spec, numerics)?,
-            qkv: Dense::stack(&[q, k, v])?,
-            o_proj: Dense::load(attn.pp("o_proj"), spec.q_dim(), h, false, numerics)?,
+            qkv: Linear::load_stacked(&qkv, h, false, numerics)?,
+            o_proj: Linear::load(attn.pp("o_proj"), spec.q_dim(), h, false, numerics)?,
             post_attention_norm: RmsNorm::load(vb.pp("post_attention_layernorm"), spec, numerics)?,
-            gate_up: Dense::stack(&[gate, up])?,
-            down: Dense::load(mlp.pp("down_proj"), i, h, false, numerics)?,
+            gate_up: Linear::load_stacked(&gate_up, h, false, numerics)?,
+            down: Linear::load(mlp.pp("down_proj"), i, h, false, numerics)?,
         })
     }
 }
@@ -110,45 +113,40 @@ pub struct Decoder {
     norm: RmsNorm,
     spec: DecoderSpec,
     numerics: Numerics,
-    inv_freq: Tensor,
     device: Device,
 }
 
 impl Decoder {
     /// `vb` points at the `model.` prefix.
     pub fn load(vb: VarBuilder, spec: DecoderSpec, numerics: Numerics) -> Result<Self> {
-        if spec.head_dim % 2 != 0 {
+        if !spec.head_dim.is_multiple_of(2) {
             return Err(Error::Unsupported(format!(
                 "head_dim {} must be even for RoPE",
                 spec.head_dim
             )));
         }
-        if spec.num_key_value_heads == 0 || spec.num_attention_heads % spec.num_key_value_heads != 0
+        if spec.num_key_value_heads == 0
+            || !spec
+                .num_attention_heads
+                .is_multiple_of(spec.num_key_value_heads)
         {
             return Err(Error::Unsupported(format!(
                 "num_attention_heads {} is not a multiple of num_key_value_heads {}",
                 spec.num_attention_heads, spec.num_key_value_heads
             )));
         }
-        let embed_tokens = Embedding::new(
-            numerics.weight(
-                &vb.pp("embed_tokens"),
-                &[spec.vocab_size, spec.hidden_size],
-                "weight",
-            )?,
+        let embed_tokens = Embedding::load(
+            vb.pp("embed_tokens"),
+            spec.vocab_size,
             spec.hidden_size,
-        );
+            numerics,
+        )?;
         let layers = (0..spec.num_hidden_layers)
             .map(|i| DecoderLayer::load(vb.pp("layers").pp(i), &spec, numerics))
             .collect::<candle_core::Result<Vec<_>>>()?;
         let norm = RmsNorm::load(vb.pp("norm"), &spec, numerics)?;
-        let half = spec.head_dim / 2;
-        let inv_freq: Vec<f32> = (0..half)
-            .map(|i| 1.0 / (spec.rope_theta.powf(2.0 * i as f64 / spec.head_dim as f64)) as f32)
-            .collect();
         let device = vb.device().clone();
         Ok(Self {
-            inv_freq: Tensor::from_vec(inv_freq, (1, half), &device)?,
             embed_tokens,
             layers,
             norm,
@@ -164,8 +162,7 @@ impl Decoder {
 
     /// The embedding table (Gemma's tied output projection reads rows of it).
     pub fn embedding_rows(&self, ids: &[u32]) -> Result<Tensor> {
-        let ids = Tensor::from_slice(ids, ids.len(), &self.device)?;
-        Ok(self.embed_tokens.embeddings().index_select(&ids, 0)?)
+        Ok(self.embed_tokens.rows(ids)?)
     }
 
     /// Runs the first `max(depths)` layers and returns, for each depth `k` in `depths` (ascending,
@@ -182,66 +179,73 @@ impl Decoder {
             .numerics
             .round((self.embed_tokens.forward(&packed.ids)? * self.spec.embedding_scale)?)?;
         let mut states = Vec::with_capacity(depths.len());
-        // Training: one padded grid, and one rope table for it, serve every layer.
+        let max_len = packed.seq_lens.iter().copied().max().unwrap_or(0);
+        // One rope table (and in training one padded grid) serves every layer of the batch.
+        let rope = RopeTables::new(
+            max_len,
+            self.spec.head_dim,
+            self.spec.rope_theta,
+            self.numerics,
+        )?;
         let padded = if self.numerics.differentiable {
             let layout = PaddedLayout::new(&packed.seq_lens, &self.device)?;
-            let rope = self.rope_tables(layout.max_len())?;
-            Some((layout, rope))
+            let tables = rope.tensors(&self.device)?;
+            Some((layout, tables))
         } else {
             None
         };
         for (index, layer) in self.layers.iter().enumerate().take(deepest) {
+            // Above the last layer only the last tokens are read: its projections after attention
+            // run on those rows alone.
+            let last_only = index + 1 == deepest && padded.is_none();
             x = match &padded {
-                Some((layout, rope)) => self.layer_forward_padded(layer, &x, layout, rope)?,
-                None => self.layer_forward(layer, &x, &packed.seq_lens)?,
+                Some((layout, tables)) => self.layer_forward_padded(layer, &x, layout, tables)?,
+                None => {
+                    let rows = last_only.then_some(&packed.last_token_rows);
+                    self.layer_forward(layer, &x, &packed.seq_lens, &rope, rows)?
+                }
             };
             if depths.contains(&(index + 1)) {
-                let last = x.index_select(&packed.last_token_rows, 0)?;
+                let last = match last_only {
+                    true => x.clone(),
+                    false => x.index_select(&packed.last_token_rows, 0)?,
+                };
                 states.push(self.norm.forward(&last)?);
             }
         }
         Ok(states)
     }
 
+    fn heads(&self) -> Heads {
+        Heads {
+            heads: self.spec.num_attention_heads,
+            kv_heads: self.spec.num_key_value_heads,
+            head_dim: self.spec.head_dim,
+            causal: true,
+        }
+    }
+
+    /// One layer at inference; with `rows`, only those rows of its output are computed (and
+    /// returned).
     fn layer_forward(
         &self,
         layer: &DecoderLayer,
         x: &Tensor,
         seq_lens: &[usize],
+        rope: &RopeTables,
+        rows: Option<&Tensor>,
     ) -> candle_core::Result<Tensor> {
-        let s = &self.spec;
-        let (q_dim, kv_dim) = (s.q_dim(), s.kv_dim());
         let qkv = layer.qkv.forward(&layer.input_norm.forward(x)?)?;
-        let q = qkv.narrow(1, 0, q_dim)?;
-        let k = qkv.narrow(1, q_dim, kv_dim)?;
-        let v = qkv.narrow(1, q_dim + kv_dim, kv_dim)?;
-        let group = s.num_attention_heads / s.num_key_value_heads;
-        let scale = 1.0 / (s.head_dim as f64).sqrt();
-        let mut contexts = Vec::with_capacity(seq_lens.len());
-        let mut start = 0;
-        for &len in seq_lens {
-            let (cos, sin) = self.rope_tables(len)?;
-            let rope = |t: Tensor| -> candle_core::Result<Tensor> {
-                let rotated =
-                    candle_nn::rotary_emb::rope(&t.unsqueeze(0)?, &cos, &sin)?.squeeze(0)?;
-                self.numerics.round(rotated)
-            };
-            let qs = rope(split_heads(&q, start, len, s.num_attention_heads)?)?;
-            let ks = repeat_kv(
-                rope(split_heads(&k, start, len, s.num_key_value_heads)?)?,
-                group,
-            )?;
-            let vs = repeat_kv(split_heads(&v, start, len, s.num_key_value_heads)?, group)?;
-            let scores =
-                (qs.matmul(&ks.t()?)? * scale)?.broadcast_add(&causal_mask(len, &self.device)?)?;
-            let probs = self
-                .numerics
-                .round(candle_nn::ops::softmax_last_dim(&scores)?)?;
-            let context = self.numerics.round(probs.matmul(&vs)?)?;
-            contexts.push(context.transpose(0, 1)?.reshape((len, q_dim))?);
-            start += len;
+        let qkv = rope.apply_packed(&qkv, seq_lens, self.heads(), self.numerics)?;
+        let context = packed_attention(&qkv, seq_lens, self.heads(), self.numerics)?;
+        match rows {
+            Some(rows) => self.finish_layer(
+                layer,
+                &x.index_select(rows, 0)?,
+                &context.index_select(rows, 0)?,
+            ),
+            None => self.finish_layer(layer, x, &context),
         }
-        self.finish_layer(layer, x, &Tensor::cat(&contexts, 0)?)
     }
 
     /// The training form of `layer_forward`: attention on a padded grid from differentiable ops.
@@ -293,18 +297,6 @@ impl Decoder {
         self.numerics.round((x + (mlp * s.residual_scale)?)?)
     }
 
-    /// cos and sin of positions 0..len, (len, head_dim / 2), in f32 as transformers computes them.
-    fn rope_tables(&self, len: usize) -> candle_core::Result<(Tensor, Tensor)> {
-        let positions = Tensor::arange(0u32, len as u32, &self.device)?
-            .to_dtype(DType::F32)?
-            .reshape((len, 1))?;
-        let freqs = positions.broadcast_mul(&self.inv_freq)?;
-        Ok((
-            self.numerics.round(freqs.cos()?)?,
-            self.numerics.round(freqs.sin()?)?,
-        ))
-    }
-
     fn pack(&self, inputs: &[&ModelInput]) -> Result<PackedBatch> {
         let mut ids = Vec::new();
         let mut seq_lens = Vec::with_capacity(inputs.len());
@@ -332,17 +324,6 @@ struct PackedBatch {
     ids: Tensor,
     last_token_rows: Tensor,
     seq_lens: Vec<usize>,
-}
-
-/// (kv_heads, len, d) -> (kv_heads * group, len, d), each kv head serving `group` query heads.
-fn repeat_kv(x: Tensor, group: usize) -> candle_core::Result<Tensor> {
-    if group == 1 {
-        return Ok(x);
-    }
-    let (heads, len, d) = x.dims3()?;
-    x.unsqueeze(1)?
-        .expand((heads, group, len, d))?
-        .reshape((heads * group, len, d))
 }
 
 /// (n, kv_heads, len, d) -> (n, kv_heads * group, len, d).

@@ -8,12 +8,13 @@
 use std::collections::HashMap;
 
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Embedding, VarBuilder};
+use candle_nn::VarBuilder;
 
-use super::attention::{padded_attention, Dropout, PaddedLayout};
-use super::layers::{attend, check_input, split_heads, Activation, Dense, LayerNorm, Numerics};
+use super::layers::{check_input, Activation, LayerNorm, Linear, Numerics};
 use crate::error::{Error, Result};
 use crate::input::ModelInput;
+use crate::ops::attention::{packed_attention, padded_attention, Dropout, Heads, PaddedLayout};
+use crate::ops::embedding::Embedding;
 
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct Config {
@@ -72,7 +73,9 @@ impl Config {
                 ));
             }
         }
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
             return Err(format!(
                 "hidden_size {} is not divisible by num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads
@@ -105,37 +108,38 @@ impl Flavor {
 pub const BODY_PROBE: &str = "embeddings.word_embeddings.weight";
 
 struct EncoderLayer {
-    qkv: Dense,
-    attention_out: Dense,
+    qkv: Linear,
+    attention_out: Linear,
     attention_norm: LayerNorm,
-    intermediate: Dense,
+    intermediate: Linear,
     activation: Activation,
-    output: Dense,
+    output: Linear,
     output_norm: LayerNorm,
     heads: usize,
+    numerics: Numerics,
 }
 
 impl EncoderLayer {
     fn load(vb: VarBuilder, cfg: &Config, numerics: Numerics) -> candle_core::Result<Self> {
         let h = cfg.hidden_size;
         let attention = vb.pp("attention");
-        let projection =
-            |name: &str| Dense::load(attention.pp("self").pp(name), h, h, true, numerics);
-        let qkv = Dense::stack(&[
-            projection("query")?,
-            projection("key")?,
-            projection("value")?,
-        ])?;
+        let projection = |name: &str| (attention.pp("self").pp(name), h);
+        let qkv = Linear::load_stacked(
+            &[projection("query"), projection("key"), projection("value")],
+            h,
+            true,
+            numerics,
+        )?;
         Ok(Self {
             qkv,
-            attention_out: Dense::load(attention.pp("output").pp("dense"), h, h, true, numerics)?,
+            attention_out: Linear::load(attention.pp("output").pp("dense"), h, h, true, numerics)?,
             attention_norm: LayerNorm::load(
                 attention.pp("output").pp("LayerNorm"),
                 h,
                 cfg.layer_norm_eps,
                 numerics,
             )?,
-            intermediate: Dense::load(
+            intermediate: Linear::load(
                 vb.pp("intermediate").pp("dense"),
                 h,
                 cfg.intermediate_size,
@@ -143,7 +147,7 @@ impl EncoderLayer {
                 numerics,
             )?,
             activation: cfg.hidden_act,
-            output: Dense::load(
+            output: Linear::load(
                 vb.pp("output").pp("dense"),
                 cfg.intermediate_size,
                 h,
@@ -157,45 +161,35 @@ impl EncoderLayer {
                 numerics,
             )?,
             heads: cfg.num_attention_heads,
+            numerics,
         })
     }
 
     fn forward(&self, x: &Tensor, packed: &PackedBatch) -> candle_core::Result<Tensor> {
         let hidden = x.dim(1)?;
         let qkv = self.qkv.forward(x)?;
-        let (q, k, v) = (
-            qkv.narrow(1, 0, hidden)?,
-            qkv.narrow(1, hidden, hidden)?,
-            qkv.narrow(1, 2 * hidden, hidden)?,
-        );
         let context = match &packed.padded {
             Some(layout) => {
-                let heads = |t: &Tensor| layout.to_heads(t, self.heads);
+                let heads =
+                    |i: usize| layout.to_heads(&qkv.narrow(1, i * hidden, hidden)?, self.heads);
                 let dropout = packed.dropout.as_ref();
                 layout.to_rows(&padded_attention(
-                    &heads(&q)?,
-                    &heads(&k)?,
-                    &heads(&v)?,
+                    &heads(0)?,
+                    &heads(1)?,
+                    &heads(2)?,
                     layout,
                     false,
                     dropout,
                 )?)?
             }
             None => {
-                let scale = 1.0 / ((hidden / self.heads) as f64).sqrt();
-                let mut contexts = Vec::with_capacity(packed.seq_lens.len());
-                let mut start = 0;
-                for &len in &packed.seq_lens {
-                    let context = attend(
-                        &split_heads(&q, start, len, self.heads)?,
-                        &split_heads(&k, start, len, self.heads)?,
-                        &split_heads(&v, start, len, self.heads)?,
-                        scale,
-                    )?;
-                    contexts.push(context.transpose(0, 1)?.reshape((len, hidden))?);
-                    start += len;
-                }
-                Tensor::cat(&contexts, 0)?
+                let heads = Heads {
+                    heads: self.heads,
+                    kv_heads: self.heads,
+                    head_dim: hidden / self.heads,
+                    causal: false,
+                };
+                packed_attention(&qkv, &packed.seq_lens, heads, self.numerics)?
             }
         };
         let attended = self
@@ -245,10 +239,7 @@ impl Encoder {
     ) -> candle_core::Result<Self> {
         let h = cfg.hidden_size;
         let emb = base.pp("embeddings");
-        let embedding = |name: &str, rows: usize| -> candle_core::Result<Embedding> {
-            let w = numerics.weight(&emb.pp(name), &[rows, h], "weight")?;
-            Ok(Embedding::new(w, h))
-        };
+        let embedding = |name: &str, rows: usize| Embedding::load(emb.pp(name), rows, h, numerics);
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| EncoderLayer::load(base.pp("encoder.layer").pp(i), cfg, numerics))
             .collect::<candle_core::Result<Vec<_>>>()?;
@@ -401,8 +392,8 @@ impl PackedBatch {
 /// projection): a cross-encoder reranker.
 pub struct CrossEncoder {
     encoder: Encoder,
-    dense: Dense,
-    out: Dense,
+    dense: Linear,
+    out: Linear,
     flavor: Flavor,
     classifier_dropout: f64,
 }
@@ -419,12 +410,12 @@ impl CrossEncoder {
         let h = cfg.hidden_size;
         let (dense, out) = match flavor {
             Flavor::XlmRoberta => (
-                Dense::load(vb.pp("classifier.dense"), h, h, true, numerics)?,
-                Dense::load(vb.pp("classifier.out_proj"), h, 1, true, numerics)?,
+                Linear::load(vb.pp("classifier.dense"), h, h, true, numerics)?,
+                Linear::load(vb.pp("classifier.out_proj"), h, 1, true, numerics)?,
             ),
             Flavor::Bert => (
-                Dense::load(vb.pp("bert.pooler.dense"), h, h, true, numerics)?,
-                Dense::load(vb.pp("classifier"), h, 1, true, numerics)?,
+                Linear::load(vb.pp("bert.pooler.dense"), h, h, true, numerics)?,
+                Linear::load(vb.pp("classifier"), h, 1, true, numerics)?,
             ),
         };
         Ok(Self {

@@ -6,7 +6,7 @@ use candle_core::{Module, Tensor};
 use candle_nn::VarBuilder;
 
 use super::decoder::{Decoder, DecoderSpec};
-use super::layers::{Activation, Dense, Numerics};
+use super::layers::{Activation, Linear, Numerics};
 use crate::error::{Error, Result};
 use crate::input::ModelInput;
 
@@ -78,7 +78,7 @@ impl Config {
 pub struct LayerwiseReranker {
     decoder: Decoder,
     /// Head for layer `start_layer + i`.
-    heads: Vec<Dense>,
+    heads: Vec<Linear>,
     start_layer: usize,
 }
 
@@ -104,7 +104,7 @@ impl LayerwiseReranker {
         let heads = (cfg.start_layer..=cfg.num_hidden_layers)
             .enumerate()
             .map(|(i, _)| {
-                Dense::load(
+                Linear::load(
                     vb.pp("lm_head").pp(i).pp("linear_head"),
                     cfg.hidden_size,
                     1,

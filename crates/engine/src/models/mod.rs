@@ -1,6 +1,5 @@
 //! Model families behind one interface: token ids in, raw scores out.
 
-pub mod attention;
 pub mod decoder;
 pub mod encoder;
 pub mod gemma;

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use bge_rerank_engine::ops::cpu::{CpuFeatures, MatmulKernel};
 use bge_rerank_engine::{
     BatchLimits, InputOptions, LoadOptions, Precision, Reranker, ScoreOptions,
 };
@@ -84,7 +85,23 @@ fn as_scores(value: &Value) -> Vec<f64> {
     }
 }
 
-/// Checks one expected file: input ids exactly, raw and normalized scores within `tolerance`.
+/// Every matrix kernel this CPU can run (a message names those it cannot).
+pub fn kernels() -> Vec<MatmulKernel> {
+    let cpu = CpuFeatures::detect();
+    MatmulKernel::ALL
+        .into_iter()
+        .filter(|kernel| {
+            let ok = kernel.supported(cpu);
+            if !ok {
+                eprintln!("skipping the {kernel} kernel: this CPU lacks it (it has: {cpu})");
+            }
+            ok
+        })
+        .collect()
+}
+
+/// Checks one expected file on every kernel this CPU has: input ids exactly, raw and normalized
+/// scores within `tolerance`.
 pub fn check_setting(
     file: &str,
     model: &str,
@@ -92,13 +109,32 @@ pub fn check_setting(
     precision: Precision,
     tolerance: f64,
 ) {
+    for kernel in kernels() {
+        check_setting_on(file, model, kwargs, precision, tolerance, kernel);
+    }
+}
+
+fn check_setting_on(
+    file: &str,
+    model: &str,
+    kwargs: &Value,
+    precision: Precision,
+    tolerance: f64,
+    kernel: MatmulKernel,
+) {
     let adapter = kwargs
         .get("peft_path")
         .and_then(Value::as_str)
         .map(|p| fixtures().join(p));
-    let reranker =
-        Reranker::load(&fixture_model(model), &LoadOptions { precision, adapter }).unwrap();
-    let expected = read_jsonl(&fixtures().join("expected").join(file));
+    let options = LoadOptions {
+        precision,
+        adapter,
+        kernel: Some(kernel),
+    };
+    let reranker = Reranker::load(&fixture_model(model), &options).unwrap();
+    let file_name = file;
+    let file = &format!("{file_name} [{kernel}]");
+    let expected = read_jsonl(&fixtures().join("expected").join(file_name));
     assert_eq!(expected.len(), 42, "{file}: one row per case");
     let pairs: Vec<(String, String)> = expected
         .iter()

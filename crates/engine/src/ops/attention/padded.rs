@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp1, Device, Layout, Result, Shape, Tensor, D};
 use rand::{Rng, SeedableRng};
 
+use super::causal_mask;
+
 /// Packed sequences laid out on a right-padded (sequences, max_len) grid by row gathers, whose
 /// backward pass is one scatter-add.
 pub struct PaddedLayout {
@@ -95,14 +97,6 @@ pub fn padded_attention(
         probs = dropout.attention(&probs)?;
     }
     probs.matmul(v)
-}
-
-/// (len, len): 0 on and below the diagonal, -inf above.
-pub fn causal_mask(len: usize, device: &Device) -> Result<Tensor> {
-    let mask: Vec<f32> = (0..len)
-        .flat_map(|i| (0..len).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
-        .collect();
-    Tensor::from_vec(mask, (len, len), device)
 }
 
 /// Training-time dropout (inverted: kept values scaled by 1 / (1 - p)) drawing its masks from one

@@ -1,0 +1,317 @@
+//! `y = x W^T + b` for activations `x` (m x k, row-major f32) and a weight matrix `W` (n x k) packed
+//! once, at load, into the layout the kernel reads.
+//!
+//! Layout (as in GotoBLAS / MLAS / oneDNN): `W` is cut into panels of [`NR`] output columns; each
+//! panel stores its k x NR block k-major, so the micro-kernel reads one contiguous run of NR weights
+//! per step of k. A panel stored as bf16 or f16 is widened to f32 one cache block (KC x NR) at a time
+//! into a per-thread buffer, then reused by every row tile of the block: half the memory of f32 at
+//! the f32 kernel's speed, and exact, since bf16/f16 values are f32 values.
+//!
+//! Blocking: a task owns MC rows of `x` and a range of panels. For each KC-deep slice of k it walks
+//! the panels, and for each panel the MR-row tiles: the panel slice (KC x NR x 4 bytes) stays in L1/L2
+//! while the tiles stream by, and the task's rows of `y` stay in L2 across the k slices.
+//! Threads (rayon's pool) take tasks: row blocks when there are enough, else panel ranges too.
+
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+
+use rayon::prelude::*;
+
+use super::cpu::MatmulKernel;
+
+/// Output columns per panel: two 512-bit vectors of f32.
+pub const NR: usize = 32;
+/// Rows per micro-kernel tile.
+pub const MR: usize = 12;
+/// Depth of one k slice.
+const KC: usize = 192;
+/// Rows per task (a multiple of MR).
+const MC: usize = 12 * MR;
+/// Panels whose block of the output (MC x NC_PANELS x NR) is kept in L2 across k slices.
+const NC_PANELS: usize = 8;
+
+/// How the panels are stored.
+#[derive(Debug, Clone)]
+pub enum PanelData {
+    F32(Vec<f32>),
+    /// bf16 bit patterns.
+    Bf16(Vec<u16>),
+    /// IEEE half bit patterns.
+    F16(Vec<u16>),
+}
+
+/// A weight matrix (n outputs x k inputs) in panel layout.
+#[derive(Debug, Clone)]
+pub struct PackedWeight {
+    n: usize,
+    k: usize,
+    data: PanelData,
+}
+
+impl PackedWeight {
+    /// Packs a row-major (n x k) matrix of any element type, converted by `convert`.
+    fn pack_with<T: Copy, U: Copy + Default>(
+        w: &[T],
+        n: usize,
+        k: usize,
+        convert: impl Fn(T) -> U,
+    ) -> Vec<U> {
+        assert_eq!(
+            w.len(),
+            n * k,
+            "weight matrix of {n} x {k} has {} values",
+            w.len()
+        );
+        let panels = n.div_ceil(NR);
+        let mut out = vec![U::default(); panels * k * NR];
+        for (row, values) in w.chunks_exact(k.max(1)).enumerate().take(n) {
+            let (panel, col) = (row / NR, row % NR);
+            let base = panel * k * NR + col;
+            for (kk, &v) in values.iter().enumerate() {
+                out[base + kk * NR] = convert(v);
+            }
+        }
+        out
+    }
+
+    pub fn from_f32(w: &[f32], n: usize, k: usize) -> Self {
+        let data = PanelData::F32(Self::pack_with(w, n, k, |v| v));
+        Self { n, k, data }
+    }
+
+    /// From bf16 bit patterns.
+    pub fn from_bf16_bits(w: &[u16], n: usize, k: usize) -> Self {
+        let data = PanelData::Bf16(Self::pack_with(w, n, k, |v| v));
+        Self { n, k, data }
+    }
+
+    /// From IEEE half bit patterns.
+    pub fn from_f16_bits(w: &[u16], n: usize, k: usize) -> Self {
+        let data = PanelData::F16(Self::pack_with(w, n, k, |v| v));
+        Self { n, k, data }
+    }
+
+    /// Outputs.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Inputs.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    pub fn storage_name(&self) -> &'static str {
+        match self.data {
+            PanelData::F32(_) => "f32",
+            PanelData::Bf16(_) => "bf16",
+            PanelData::F16(_) => "f16",
+        }
+    }
+
+    /// Memory held by the panels.
+    pub fn bytes(&self) -> usize {
+        match &self.data {
+            PanelData::F32(v) => v.len() * 4,
+            PanelData::Bf16(v) | PanelData::F16(v) => v.len() * 2,
+        }
+    }
+
+    /// One weight, widened to f32 (for tests and the reference product).
+    pub fn get(&self, row: usize, col: usize) -> f32 {
+        let at = (row / NR) * self.k * NR + col * NR + row % NR;
+        match &self.data {
+            PanelData::F32(v) => v[at],
+            PanelData::Bf16(v) => f32::from_bits((v[at] as u32) << 16),
+            PanelData::F16(v) => half::f16::from_bits(v[at]).to_f32(),
+        }
+    }
+}
+
+/// `y = x W^T (+ bias)`: `x` is (m x k) row-major, `y` (m x n) row-major.
+pub fn matmul(
+    kernel: MatmulKernel,
+    x: &[f32],
+    m: usize,
+    w: &PackedWeight,
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) {
+    let (n, k) = (w.n, w.k);
+    assert_eq!(x.len(), m * k, "x is not {m} x {k}");
+    assert_eq!(y.len(), m * n, "y is not {m} x {n}");
+    if let Some(b) = bias {
+        assert_eq!(b.len(), n, "bias is not {n} long");
+    }
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        for row in y.chunks_exact_mut(n) {
+            match bias {
+                Some(b) => row.copy_from_slice(b),
+                None => row.fill(0.0),
+            }
+        }
+        return;
+    }
+    match kernel {
+        #[cfg(target_arch = "x86_64")]
+        MatmulKernel::Avx512 => run_tasks(x, m, w, bias, y),
+        _ => reference(x, m, w, bias, y),
+    }
+}
+
+/// A block of rows and a range of panels, computed by one thread.
+struct Task {
+    rows: std::ops::Range<usize>,
+    panels: std::ops::Range<usize>,
+}
+
+/// Cuts the product into tasks: one per MC-row block, each also split by panels when there are
+/// too few blocks to keep every thread busy (few tokens, e.g. one pair).
+fn plan_tasks(m: usize, panels: usize) -> Vec<Task> {
+    let threads = rayon::current_num_threads().max(1);
+    // Row blocks of at most MC rows, as many as a multiple of the threads, with the row tiles
+    // shared out evenly so that every thread gets the same work.
+    let tiles = m.div_ceil(MR);
+    let row_blocks = m.div_ceil(MC).div_ceil(threads) * threads;
+    let row_blocks = row_blocks.min(tiles);
+    let panel_splits = (2 * threads).div_ceil(row_blocks).clamp(1, panels);
+    let per_split = panels.div_ceil(panel_splits);
+    let mut tasks = Vec::with_capacity(row_blocks * panel_splits);
+    for block in 0..row_blocks {
+        let first_tile = block * tiles / row_blocks;
+        let end_tile = (block + 1) * tiles / row_blocks;
+        let rows = (first_tile * MR).min(m)..(end_tile * MR).min(m);
+        for split in (0..panels).step_by(per_split) {
+            tasks.push(Task {
+                rows: rows.clone(),
+                panels: split..(split + per_split).min(panels),
+            });
+        }
+    }
+    tasks
+}
+
+/// Raw output pointer shared by tasks that write disjoint blocks.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: tasks write disjoint (row block, panel range) regions of `y`.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn run_tasks(x: &[f32], m: usize, w: &PackedWeight, bias: Option<&[f32]>, y: &mut [f32]) {
+    let out = OutPtr(y.as_mut_ptr());
+    let (n, k) = (w.n, w.k);
+    let tasks = plan_tasks(m, n.div_ceil(NR));
+    let run = |task: &Task| {
+        let product = avx512::Product {
+            a: x[task.rows.start * k..].as_ptr(),
+            lda: k,
+            m: task.rows.len(),
+            w,
+            panels: task.panels.clone(),
+            depth: k,
+            cols: n,
+            bias: bias.map_or(std::ptr::null(), <[f32]>::as_ptr),
+            c: out.get().wrapping_add(task.rows.start * n),
+            ldc: n,
+            pack_a: true,
+        };
+        // SAFETY: the kernel was selected only where the CPU has AVX-512F; the task stays inside
+        // x, w and y, and no two tasks write the same element of y.
+        unsafe { product.run() }
+    };
+    if tasks.len() == 1 {
+        run(&tasks[0]);
+    } else {
+        tasks.par_iter().for_each(run);
+    }
+}
+
+/// One thread's product on strided operands, for callers that already run one task per thread
+/// (attention, per sequence and head): `c[i][0..cols] = sum_p a[i][p] * w[p][0..cols]` for `m` rows,
+/// `p < depth` (a prefix of w's inputs), rows of `a` `lda` apart and of `c` `ldc` apart.
+///
+/// # Safety
+/// The CPU must have AVX-512F (`MatmulKernel::Avx512` selected); `a` must hold `m` rows of `depth`
+/// values and `c` `m` rows of `cols` values at those strides; no other thread may write them.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn product_strided(
+    a: *const f32,
+    lda: usize,
+    m: usize,
+    w: &PackedWeight,
+    depth: usize,
+    cols: usize,
+    c: *mut f32,
+    ldc: usize,
+    pack_a: bool,
+) {
+    assert!(
+        depth <= w.k && cols <= w.n,
+        "product beyond the packed matrix"
+    );
+    if m == 0 || cols == 0 {
+        return;
+    }
+    let product = avx512::Product {
+        a,
+        lda,
+        m,
+        w,
+        panels: 0..cols.div_ceil(NR),
+        depth,
+        cols,
+        bias: std::ptr::null(),
+        c,
+        ldc,
+        pack_a,
+    };
+    // SAFETY: forwarded from the caller.
+    unsafe { product.run() }
+}
+
+/// Packs the matrix whose element (row, col) is `value(row, col)`, as f32.
+pub fn pack_f32_with(n: usize, k: usize, value: impl Fn(usize, usize) -> f32) -> PackedWeight {
+    let panels = n.div_ceil(NR);
+    let mut data = vec![0f32; panels * k * NR];
+    for row in 0..n {
+        let base = (row / NR) * k * NR + row % NR;
+        for col in 0..k {
+            data[base + col * NR] = value(row, col);
+        }
+    }
+    PackedWeight {
+        n,
+        k,
+        data: PanelData::F32(data),
+    }
+}
+
+/// The plain triple loop, in f64: the reference every kernel is tested against, and the path of
+/// targets without our kernels (never chosen by `MatmulKernel::select` there: candle serves them).
+pub fn reference(x: &[f32], m: usize, w: &PackedWeight, bias: Option<&[f32]>, y: &mut [f32]) {
+    let (n, k) = (w.n, w.k);
+    for i in 0..m {
+        for j in 0..n {
+            let mut sum = bias.map_or(0.0, |b| b[j] as f64);
+            for p in 0..k {
+                sum += x[i * k + p] as f64 * w.get(j, p) as f64;
+            }
+            y[i * n + j] = sum as f32;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,233 @@
+//! Every kernel this CPU can run, on every panel storage, against the f64 reference, on shapes that
+//! hit the edges: one row, a partial row tile, a partial panel, k not a multiple of the vector width,
+//! k deeper than one slice.
+
+use super::*;
+use crate::ops::cpu::CpuFeatures;
+
+/// Deterministic values in [-1, 1) (a small LCG: no test depends on a random crate's stream).
+fn values(len: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 23) as f32) - 1.0
+        })
+        .collect()
+}
+
+fn packings(w: &[f32], n: usize, k: usize) -> Vec<PackedWeight> {
+    let bf16: Vec<u16> = w
+        .iter()
+        .map(|&v| half::bf16::from_f32(v).to_bits())
+        .collect();
+    let f16: Vec<u16> = w
+        .iter()
+        .map(|&v| half::f16::from_f32(v).to_bits())
+        .collect();
+    vec![
+        PackedWeight::from_f32(w, n, k),
+        PackedWeight::from_bf16_bits(&bf16, n, k),
+        PackedWeight::from_f16_bits(&f16, n, k),
+    ]
+}
+
+fn kernels() -> Vec<MatmulKernel> {
+    let cpu = CpuFeatures::detect();
+    let all = [MatmulKernel::Avx512];
+    for kernel in all {
+        if !kernel.supported(cpu) {
+            eprintln!("skipping the {kernel} kernel: this CPU lacks it (it has: {cpu})");
+        }
+    }
+    all.into_iter().filter(|k| k.supported(cpu)).collect()
+}
+
+const SHAPES: &[(usize, usize, usize)] = &[
+    // (m, k, n)
+    (1, 1, 1),
+    (1, 768, 768),
+    (3, 17, 5),
+    (12, 64, 32),
+    (13, 33, 31),
+    (25, 100, 65),
+    (145, 19, 97),
+    (7, 1100, 40),
+    (300, 768, 96),
+];
+
+#[test]
+fn kernels_match_the_reference_on_awkward_shapes() {
+    for kernel in kernels() {
+        for &(m, k, n) in SHAPES {
+            let x = values(m * k, (m * 31 + k) as u64);
+            let w = values(n * k, (n * 17 + k) as u64);
+            let bias = values(n, n as u64);
+            for packed in packings(&w, n, k) {
+                for bias in [None, Some(bias.as_slice())] {
+                    let mut expected = vec![0.0; m * n];
+                    reference(&x, m, &packed, bias, &mut expected);
+                    let mut got = vec![f32::NAN; m * n];
+                    matmul(kernel, &x, m, &packed, bias, &mut got);
+                    let worst = expected
+                        .iter()
+                        .zip(&got)
+                        .map(|(e, g)| (e - g).abs())
+                        .fold(0f32, f32::max);
+                    // f32 sums of k products of magnitude <= 1: rounding grows with k.
+                    let tolerance = 1e-6 * (k as f32).max(16.0);
+                    assert!(
+                        worst <= tolerance,
+                        "{kernel} {} m={m} k={k} n={n} bias={}: max error {worst}",
+                        packed.storage_name(),
+                        bias.is_some()
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn packing_keeps_every_weight() {
+    let (n, k) = (37, 5);
+    let w = values(n * k, 3);
+    let packed = PackedWeight::from_f32(&w, n, k);
+    for row in 0..n {
+        for col in 0..k {
+            assert_eq!(packed.get(row, col), w[row * k + col]);
+        }
+    }
+    assert_eq!(packed.bytes(), n.div_ceil(NR) * NR * k * 4);
+}
+
+#[test]
+fn empty_inner_dimension_gives_the_bias() {
+    let packed = PackedWeight::from_f32(&[], 3, 0);
+    let mut y = vec![f32::NAN; 6];
+    matmul(
+        MatmulKernel::best(CpuFeatures::detect()),
+        &[],
+        2,
+        &packed,
+        Some(&[1.0, 2.0, 3.0]),
+        &mut y,
+    );
+    assert_eq!(y, [1.0, 2.0, 3.0, 1.0, 2.0, 3.0]);
+}
+
+#[test]
+fn tasks_cover_the_output_once() {
+    for (m, panels) in [(1, 1), (1, 24), (144, 3), (145, 3), (2048, 96), (5, 100)] {
+        let mut seen = vec![0u8; m * panels];
+        for task in plan_tasks(m, panels) {
+            for r in task.rows.clone() {
+                for p in task.panels.clone() {
+                    seen[r * panels + p] += 1;
+                }
+            }
+        }
+        assert!(seen.iter().all(|&c| c == 1), "m={m} panels={panels}");
+    }
+}
+
+#[test]
+#[ignore]
+fn speed_probe() {
+    use candle_core::{Device, Tensor};
+    let shapes = [
+        (144usize, 256usize, 256usize),
+        (2048, 768, 768),
+        (2048, 3072, 768),
+        (2048, 768, 3072),
+        (1024, 2048, 16384),
+    ];
+    for &(m, k, n) in &shapes {
+        let x = values(m * k, 1);
+        let wv = values(n * k, 2);
+        let w = PackedWeight::from_f32(&wv, n, k);
+        let bits: Vec<u16> = wv
+            .iter()
+            .map(|&v| half::bf16::from_f32(v).to_bits())
+            .collect();
+        let wb = PackedWeight::from_bf16_bits(&bits, n, k);
+        let xt = Tensor::from_slice(&x, (m, k), &Device::Cpu).unwrap();
+        let wt = Tensor::from_slice(&wv, (n, k), &Device::Cpu)
+            .unwrap()
+            .t()
+            .unwrap();
+        let mut y = vec![0.0; m * n];
+        let flops = 2.0 * (m * k * n) as f64;
+        let reps = (4e9 / flops).max(1.0) as usize;
+        let mut times = [Vec::new(), Vec::new(), Vec::new()];
+        for _ in 0..7 {
+            let t = std::time::Instant::now();
+            for _ in 0..reps {
+                xt.matmul(&wt).unwrap();
+            }
+            times[0].push(t.elapsed().as_secs_f64());
+            let t = std::time::Instant::now();
+            for _ in 0..reps {
+                matmul(MatmulKernel::Avx512, &x, m, &w, None, &mut y);
+            }
+            times[1].push(t.elapsed().as_secs_f64());
+            let t = std::time::Instant::now();
+            for _ in 0..reps {
+                matmul(MatmulKernel::Avx512, &x, m, &wb, None, &mut y);
+            }
+            times[2].push(t.elapsed().as_secs_f64());
+        }
+        let g: Vec<f64> = times
+            .iter_mut()
+            .map(|t| {
+                t.sort_by(f64::total_cmp);
+                flops * reps as f64 / t[1] / 1e9
+            })
+            .collect();
+        eprintln!("m={m} k={k} n={n}: candle {:.0}  ours f32 {:.0}  ours bf16 {:.0} GFLOP/s (2nd best of 7)", g[0], g[1], g[2]);
+    }
+}
+
+#[test]
+#[ignore]
+fn microkernel_probe() {
+    for &(m, k, n, reps) in &[
+        (12usize, 192usize, 32usize, 200_000usize),
+        (144, 192, 32, 20_000),
+        (144, 192, 256, 3000),
+        (144, 768, 768, 300),
+    ] {
+        let x = values(m * k, 1);
+        let w = PackedWeight::from_f32(&values(n * k, 2), n, k);
+        let mut y = vec![0.0; m * n];
+        let product = avx512::Product {
+            a: x.as_ptr(),
+            lda: k,
+            m,
+            w: &w,
+            panels: 0..n.div_ceil(NR),
+            depth: k,
+            cols: n,
+            bias: std::ptr::null(),
+            c: y.as_mut_ptr(),
+            ldc: n,
+            pack_a: true,
+        };
+        let mut best = f64::INFINITY;
+        for _ in 0..5 {
+            let start = std::time::Instant::now();
+            for _ in 0..reps {
+                unsafe { product.run() };
+            }
+            best = best.min(start.elapsed().as_secs_f64());
+        }
+        eprintln!(
+            "m={m} k={k} n={n}: {:.1} GFLOP/s one thread",
+            2.0 * (m * k * n * reps) as f64 / best / 1e9
+        );
+    }
+}

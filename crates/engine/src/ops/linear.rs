@@ -1,0 +1,285 @@
+//! `Linear`: `y = x W^T + b` on rows of `x` (tokens x features). The one place that decides how a
+//! weight matrix is held and multiplied:
+//! - inference on a CPU with our kernels: packed once at load into panels in the compute precision
+//!   (f32, bf16 or f16 storage; see `gemm`), and the candle tensor dropped;
+//! - training, a LoRA pair being trained, or the `candle` kernel: an f32 candle tensor (on the
+//!   precision's grid) multiplied by candle, which records gradients.
+
+use std::sync::Arc;
+
+use candle_core::{DType, Module, Result, Storage, Tensor};
+use candle_nn::VarBuilder;
+
+use super::cpu::MatmulKernel;
+use super::gemm::{self, PackedWeight};
+use super::simd;
+use super::Numerics;
+
+/// A linear layer, plus a LoRA update `x A^T B^T` while one is being trained.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Weight,
+    lora: Option<LowRank>,
+    numerics: Numerics,
+}
+
+#[derive(Debug, Clone)]
+enum Weight {
+    /// (out, in) f32, multiplied by candle.
+    Tensor { w: Tensor, bias: Option<Tensor> },
+    /// Panels for our kernels; the bias is added as the output is stored.
+    Packed {
+        w: Arc<PackedWeight>,
+        bias: Option<Arc<Vec<f32>>>,
+        kernel: MatmulKernel,
+    },
+}
+
+/// A LoRA pair: `a` is (r, in); `b` is (out, r) and already carries the alpha / r scaling (see
+/// `trainable::LoraBackend`), so the update is `x A^T B^T`.
+#[derive(Debug, Clone)]
+struct LowRank {
+    a: Tensor,
+    b: Tensor,
+}
+
+/// One layer's tensors as read from the checkpoint, before they are stacked and packed.
+struct Part {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    lora: Option<LowRank>,
+}
+
+impl Part {
+    fn load(
+        vb: &VarBuilder,
+        in_dim: usize,
+        out_dim: usize,
+        bias: bool,
+        n: Numerics,
+    ) -> Result<Self> {
+        let lora = if vb.contains_tensor("lora_A.weight") {
+            Some(LowRank {
+                a: vb.get_unchecked("lora_A.weight")?,
+                b: vb.get_unchecked("lora_B.weight")?,
+            })
+        } else {
+            None
+        };
+        Ok(Self {
+            weight: n.compute_weight(vb, &[out_dim, in_dim], "weight")?,
+            bias: if bias {
+                Some(n.weight(vb, &[out_dim], "bias")?)
+            } else {
+                None
+            },
+            lora,
+        })
+    }
+}
+
+impl Linear {
+    pub fn load(
+        vb: VarBuilder,
+        in_dim: usize,
+        out_dim: usize,
+        bias: bool,
+        numerics: Numerics,
+    ) -> Result<Self> {
+        Self::load_stacked(&[(vb, out_dim)], in_dim, bias, numerics)
+    }
+
+    /// Several layers reading the same input (`(weights, outputs)` each), stacked into one matrix:
+    /// one product instead of several, with the outputs side by side in the order given.
+    pub fn load_stacked(
+        parts: &[(VarBuilder, usize)],
+        in_dim: usize,
+        bias: bool,
+        numerics: Numerics,
+    ) -> Result<Self> {
+        let parts = parts
+            .iter()
+            .map(|(vb, out)| Part::load(vb, in_dim, *out, bias, numerics))
+            .collect::<Result<Vec<_>>>()?;
+        let lora = stack_lora(&parts)?;
+        let cat = |tensors: Vec<&Tensor>| -> Result<Tensor> {
+            match tensors.as_slice() {
+                [one] => Ok((*one).clone()),
+                _ => Tensor::cat(&tensors, 0),
+            }
+        };
+        let w = cat(parts.iter().map(|p| &p.weight).collect())?;
+        let bias = match bias {
+            true => Some(cat(parts.iter().filter_map(|p| p.bias.as_ref()).collect())?),
+            false => None,
+        };
+        drop(parts);
+        let packable = lora.is_none() && !numerics.differentiable;
+        let weight = match numerics.kernel {
+            MatmulKernel::Avx512 if packable => Weight::Packed {
+                w: Arc::new(pack(&w)?),
+                bias: bias.map(|b| b.to_vec1::<f32>().map(Arc::new)).transpose()?,
+                kernel: numerics.kernel,
+            },
+            _ => Weight::Tensor {
+                w: w.to_dtype(DType::F32)?,
+                bias,
+            },
+        };
+        Ok(Self {
+            weight,
+            lora,
+            numerics,
+        })
+    }
+
+    /// Bytes held by the weights (and bias).
+    pub fn weight_bytes(&self) -> usize {
+        match &self.weight {
+            Weight::Tensor { w, bias } => {
+                (w.elem_count() + bias.as_ref().map_or(0, Tensor::elem_count)) * 4
+            }
+            Weight::Packed { w, bias, .. } => w.bytes() + bias.as_ref().map_or(0, |b| b.len() * 4),
+        }
+    }
+}
+
+/// Packs an (out, in) matrix in the compute format (f32, bf16 or f16), keeping that format.
+fn pack(w: &Tensor) -> Result<PackedWeight> {
+    let (n, k) = w.dims2()?;
+    match w.dtype() {
+        DType::BF16 => {
+            let bits: Vec<u16> = w
+                .flatten_all()?
+                .to_vec1::<half::bf16>()?
+                .into_iter()
+                .map(half::bf16::to_bits)
+                .collect();
+            Ok(PackedWeight::from_bf16_bits(&bits, n, k))
+        }
+        DType::F16 => {
+            let bits: Vec<u16> = w
+                .flatten_all()?
+                .to_vec1::<half::f16>()?
+                .into_iter()
+                .map(half::f16::to_bits)
+                .collect();
+            Ok(PackedWeight::from_f16_bits(&bits, n, k))
+        }
+        _ => {
+            let values = w.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            Ok(PackedWeight::from_f32(&values, n, k))
+        }
+    }
+}
+
+/// The stacked layers' LoRA pairs as one: the A matrices stacked, and a block-diagonal B in which
+/// each layer's rows see only its own A rows (a layer without LoRA gets a zero block).
+fn stack_lora(parts: &[Part]) -> Result<Option<LowRank>> {
+    if parts.iter().all(|p| p.lora.is_none()) {
+        return Ok(None);
+    }
+    if let [one] = parts {
+        return Ok(one.lora.clone());
+    }
+    let rank = |p: &Part| p.lora.as_ref().map_or(Ok(0), |pair| pair.a.dim(0));
+    let total: usize = parts.iter().map(rank).sum::<Result<usize>>()?;
+    let a: Vec<&Tensor> = parts
+        .iter()
+        .filter_map(|p| p.lora.as_ref().map(|pair| &pair.a))
+        .collect();
+    let mut rows = Vec::with_capacity(parts.len());
+    let mut offset = 0;
+    for part in parts {
+        let out = part.weight.dim(0)?;
+        let device = part.weight.device();
+        let r = rank(part)?;
+        let mut blocks = Vec::new();
+        if offset > 0 {
+            blocks.push(Tensor::zeros((out, offset), DType::F32, device)?);
+        }
+        if let Some(pair) = &part.lora {
+            blocks.push(pair.b.clone());
+        }
+        if total - offset - r > 0 {
+            blocks.push(Tensor::zeros(
+                (out, total - offset - r),
+                DType::F32,
+                device,
+            )?);
+        }
+        rows.push(Tensor::cat(&blocks, 1)?);
+        offset += r;
+    }
+    Ok(Some(LowRank {
+        a: Tensor::cat(&a, 0)?,
+        b: Tensor::cat(&rows, 0)?,
+    }))
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = match &self.weight {
+            Weight::Tensor { w, bias } => {
+                let mut y = x.broadcast_matmul(&w.t()?)?;
+                if let Some(pair) = &self.lora {
+                    let update = x
+                        .broadcast_matmul(&pair.a.t()?)?
+                        .broadcast_matmul(&pair.b.t()?)?;
+                    y = (y + update)?;
+                }
+                match bias {
+                    Some(b) => y.broadcast_add(b)?,
+                    None => y,
+                }
+            }
+            Weight::Packed { w, bias, kernel } => {
+                // The output is ours: round it in place instead of through another tensor.
+                return packed_forward(x, w, bias.as_deref(), *kernel, self.numerics.round_to);
+            }
+        };
+        self.numerics.round(y)
+    }
+}
+
+/// Runs the kernel on the rows of `x` (any leading shape, f32, on the CPU).
+fn packed_forward(
+    x: &Tensor,
+    w: &PackedWeight,
+    bias: Option<&Vec<f32>>,
+    kernel: MatmulKernel,
+    round_to: Option<DType>,
+) -> Result<Tensor> {
+    let dims = x.dims();
+    let k = *dims.last().unwrap_or(&0);
+    if k != w.k() {
+        candle_core::bail!(
+            "linear layer of {} inputs applied to a shape {dims:?}",
+            w.k()
+        );
+    }
+    let m = x.elem_count() / k.max(1);
+    let x = x.to_dtype(DType::F32)?.contiguous()?;
+    let mut y = vec![0f32; m * w.n()];
+    {
+        let (storage, layout) = x.storage_and_layout();
+        let Storage::Cpu(cpu) = &*storage else {
+            candle_core::bail!("packed linear layers run on the CPU");
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("non-contiguous input to a packed linear layer");
+        };
+        let data = &cpu.as_slice::<f32>()?[start..end];
+        gemm::matmul(kernel, data, m, w, bias.map(Vec::as_slice), &mut y);
+    }
+    match round_to {
+        Some(DType::BF16) => simd::round_to_bf16(&mut y),
+        Some(DType::F16) => simd::round_to_f16(&mut y),
+        _ => {}
+    }
+    let mut out_dims = dims.to_vec();
+    if let Some(last) = out_dims.last_mut() {
+        *last = w.n();
+    }
+    Tensor::from_vec(y, out_dims, x.device())
+}

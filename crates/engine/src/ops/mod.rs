@@ -1,0 +1,85 @@
+//! The ops layer: the only code that knows kernels, precisions and devices. Model files describe
+//! architecture with [`Linear`] and the other ops here; what runs underneath (our AVX-512 kernels on
+//! packed weights, candle's matmul, differentiable forms for training) is decided in this module.
+
+pub mod attention;
+pub mod cpu;
+pub mod embedding;
+pub mod gemm;
+pub mod linear;
+pub mod probe;
+pub mod rope;
+pub mod simd;
+
+use candle_core::{DType, Result, Tensor};
+use candle_nn::VarBuilder;
+
+use cpu::MatmulKernel;
+
+/// How a model rounds: `None` computes in plain f32; `Some(dtype)` keeps weights and activations on
+/// that dtype's grid (f32 arithmetic with rounding after each layer), which is what bf16/f16 inference
+/// computes on hardware without such matrix units in candle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Numerics {
+    pub round_to: Option<DType>,
+    /// Build the graph from ops that record gradients (training).
+    pub differentiable: bool,
+    /// Which kernel multiplies by weight matrices (training and the fallback: candle).
+    pub kernel: MatmulKernel,
+}
+
+impl Numerics {
+    pub fn round(&self, x: Tensor) -> Result<Tensor> {
+        let Some(dtype) = self.round_to else {
+            return Ok(x);
+        };
+        let rounded = match dtype {
+            DType::BF16 => map_f32(&x, simd::round_to_bf16)?,
+            DType::F16 => map_f32(&x, simd::round_to_f16)?,
+            _ => None,
+        };
+        match rounded {
+            Some(y) => Ok(y),
+            None => x.to_dtype(dtype)?.to_dtype(DType::F32),
+        }
+    }
+
+    /// A weight from the checkpoint in the compute format: bf16/f16 when inference computes on
+    /// that grid (converted once from the stored dtype, so a bf16 checkpoint is never widened),
+    /// else f32. Its values are those of `weight`.
+    pub fn compute_weight(&self, vb: &VarBuilder, shape: &[usize], name: &str) -> Result<Tensor> {
+        let dtype = match self.round_to {
+            Some(dtype) if !self.differentiable => dtype,
+            _ => return self.weight(vb, shape, name),
+        };
+        vb.get_with_hints_dtype(shape, name, Default::default(), dtype)
+    }
+
+    /// A weight from the checkpoint, as f32 on this numerics' grid.
+    pub fn weight(&self, vb: &VarBuilder, shape: &[usize], name: &str) -> Result<Tensor> {
+        let w = vb.get(shape, name)?.to_dtype(DType::F32)?;
+        self.round(w)
+    }
+}
+
+impl Default for Numerics {
+    /// Plain f32 through candle: what every CPU can run, and what training needs.
+    fn default() -> Self {
+        Self {
+            round_to: None,
+            differentiable: false,
+            kernel: MatmulKernel::Candle,
+        }
+    }
+}
+
+/// `f` applied to a copy of an f32 CPU tensor's values, as a tensor of the same shape; `None` where
+/// candle must compute instead (another dtype or device, or a tensor whose gradient is tracked).
+pub fn map_f32(x: &Tensor, f: impl FnOnce(&mut [f32])) -> Result<Option<Tensor>> {
+    if x.dtype() != DType::F32 || !x.device().is_cpu() || x.track_op() {
+        return Ok(None);
+    }
+    let mut values = x.flatten_all()?.to_vec1::<f32>()?;
+    f(&mut values);
+    Ok(Some(Tensor::from_vec(values, x.shape(), x.device())?))
+}

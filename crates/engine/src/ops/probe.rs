@@ -1,0 +1,215 @@
+//! Measures what the kernels reach on the models' real matrix shapes, beside what the machine can
+//! reach at all (a register-only loop of the kernel's instruction on every thread): the numbers behind
+//! `bge-rerank bench --kernels`.
+
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+
+use super::cpu::{CpuFeatures, MatmulKernel};
+use super::gemm::{self, PackedWeight};
+
+/// One GEMM shape: `m` rows of activations times a (k -> n) weight matrix.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+}
+
+impl Shape {
+    pub fn flops(&self) -> f64 {
+        2.0 * (self.m * self.k * self.n) as f64
+    }
+}
+
+/// The shapes of the five models' linear layers at a batch of `m` tokens: the encoders' 768-wide
+/// (base) attention and MLP, and Gemma's 2048-wide attention and 16384-wide MLP.
+pub fn model_shapes(m: usize) -> Vec<(&'static str, Shape)> {
+    vec![
+        ("encoder attention 768x768", Shape { m, k: 768, n: 768 }),
+        ("encoder MLP up 768x3072", Shape { m, k: 768, n: 3072 }),
+        ("encoder MLP down 3072x768", Shape { m, k: 3072, n: 768 }),
+        (
+            "gemma attention 2048x2048",
+            Shape {
+                m,
+                k: 2048,
+                n: 2048,
+            },
+        ),
+        (
+            "gemma MLP up 2048x16384",
+            Shape {
+                m,
+                k: 2048,
+                n: 16384,
+            },
+        ),
+    ]
+}
+
+/// What one measurement found.
+#[derive(Debug, Clone)]
+pub struct Measurement {
+    pub path: String,
+    pub gflops: f64,
+}
+
+/// GFLOP/s of every matmul path this CPU has on `shape` (best of `repeat` runs): candle's f32
+/// matmul, and our kernels on f32, bf16 and f16 panels.
+pub fn measure_shape(shape: Shape, repeat: usize) -> candle_core::Result<Vec<Measurement>> {
+    let Shape { m, k, n } = shape;
+    let x: Vec<f32> = (0..m * k)
+        .map(|i| ((i % 97) as f32 - 48.0) / 64.0)
+        .collect();
+    let w: Vec<f32> = (0..n * k)
+        .map(|i| ((i % 89) as f32 - 44.0) / 64.0)
+        .collect();
+    let best = |f: &mut dyn FnMut()| -> f64 {
+        f(); // warm-up: page faults and first-touch
+        let mut fastest = f64::INFINITY;
+        for _ in 0..repeat.max(1) {
+            let start = Instant::now();
+            f();
+            fastest = fastest.min(start.elapsed().as_secs_f64());
+        }
+        shape.flops() / fastest / 1e9
+    };
+    let mut found = Vec::new();
+    let xt = Tensor::from_slice(&x, (m, k), &Device::Cpu)?;
+    let wt = Tensor::from_slice(&w, (n, k), &Device::Cpu)?.t()?;
+    let mut failure = None;
+    let gflops = best(&mut || {
+        if let Err(e) = xt.matmul(&wt) {
+            failure = Some(e);
+        }
+    });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    found.push(Measurement {
+        path: "candle f32".into(),
+        gflops,
+    });
+    let cpu = CpuFeatures::detect();
+    if MatmulKernel::Avx512.supported(cpu) {
+        let bf16: Vec<u16> = w
+            .iter()
+            .map(|&v| half::bf16::from_f32(v).to_bits())
+            .collect();
+        let f16: Vec<u16> = w
+            .iter()
+            .map(|&v| half::f16::from_f32(v).to_bits())
+            .collect();
+        let packings = [
+            PackedWeight::from_f32(&w, n, k),
+            PackedWeight::from_bf16_bits(&bf16, n, k),
+            PackedWeight::from_f16_bits(&f16, n, k),
+        ];
+        let mut y = vec![0f32; m * n];
+        for packed in &packings {
+            let gflops =
+                best(&mut || gemm::matmul(MatmulKernel::Avx512, &x, m, packed, None, &mut y));
+            found.push(Measurement {
+                path: format!("avx512 {} weights", packed.storage_name()),
+                gflops,
+            });
+        }
+    }
+    Ok(found)
+}
+
+/// The machine's peak for each instruction the kernels use, every thread of rayon's pool running a
+/// register-only loop of it.
+pub fn peaks() -> Vec<Measurement> {
+    let mut found = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        let cpu = CpuFeatures::detect();
+        if cpu.avx512f {
+            found.push(Measurement {
+                path: "AVX-512 f32 FMA (VFMADD231PS zmm)".into(),
+                gflops: on_all_threads(|| unsafe { x86::fma512() }),
+            });
+        }
+        if cpu.avx512_bf16 {
+            found.push(Measurement {
+                path: "AVX-512 bf16 dot (VDPBF16PS zmm)".into(),
+                gflops: on_all_threads(|| unsafe { x86::dpbf16() }),
+            });
+        }
+        if cpu.avx2_fma {
+            found.push(Measurement {
+                path: "AVX2 f32 FMA (VFMADD231PS ymm)".into(),
+                gflops: on_all_threads(|| unsafe { x86::fma256() }),
+            });
+        }
+    }
+    found
+}
+
+/// Runs `probe` (returning flops done) on every thread at once; GFLOP/s of them all together.
+fn on_all_threads(probe: impl Fn() -> f64 + Sync) -> f64 {
+    let start = Instant::now();
+    let flops: f64 = rayon::broadcast(|_| probe()).into_iter().sum();
+    flops / start.elapsed().as_secs_f64() / 1e9
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    const ITERATIONS: usize = 20_000_000;
+
+    /// 12 independent FMA chains (enough to cover the latency on two ports).
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn fma512() -> f64 {
+        let mut acc = [_mm512_set1_ps(0.0); 12];
+        let (a, b) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
+        for _ in 0..ITERATIONS / 12 {
+            for v in acc.iter_mut() {
+                *v = _mm512_fmadd_ps(*v, a, b);
+            }
+        }
+        let sum = acc
+            .iter()
+            .fold(_mm512_setzero_ps(), |s, v| _mm512_add_ps(s, *v));
+        std::hint::black_box(sum);
+        (ITERATIONS / 12 * 12 * 32) as f64
+    }
+
+    /// 12 independent VDPBF16PS chains: 32 multiply-adds (64 flops) each.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub unsafe fn dpbf16() -> f64 {
+        let mut acc = [_mm512_set1_ps(0.0); 12];
+        let a = _mm512_cvtne2ps_pbh(_mm512_set1_ps(0.5), _mm512_set1_ps(0.25));
+        let b = _mm512_cvtne2ps_pbh(_mm512_set1_ps(1e-3), _mm512_set1_ps(2e-3));
+        for _ in 0..ITERATIONS / 12 {
+            for v in acc.iter_mut() {
+                *v = _mm512_dpbf16_ps(*v, a, b);
+            }
+        }
+        let sum = acc
+            .iter()
+            .fold(_mm512_setzero_ps(), |s, v| _mm512_add_ps(s, *v));
+        std::hint::black_box(sum);
+        (ITERATIONS / 12 * 12 * 64) as f64
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn fma256() -> f64 {
+        let mut acc = [_mm256_set1_ps(0.0); 12];
+        let (a, b) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
+        for _ in 0..ITERATIONS / 12 {
+            for v in acc.iter_mut() {
+                *v = _mm256_fmadd_ps(*v, a, b);
+            }
+        }
+        let sum = acc
+            .iter()
+            .fold(_mm256_setzero_ps(), |s, v| _mm256_add_ps(s, *v));
+        std::hint::black_box(sum);
+        (ITERATIONS / 12 * 12 * 16) as f64
+    }
+}
