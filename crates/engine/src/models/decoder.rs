@@ -3,7 +3,7 @@
 //! attention per sequence with positions 0..n-1. The families differ only in the constants below and in
 //! their score heads, which read the final (normed) state of each sequence's last token.
 
-use candle_core::{Device, Module, Tensor, D};
+use candle_core::{Device, Module, Tensor};
 use candle_nn::VarBuilder;
 
 use super::layers::{check_input, Activation, Linear, Numerics};
@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::input::ModelInput;
 use crate::ops::attention::{packed_attention, padded_attention, Heads, PaddedLayout};
 use crate::ops::embedding::Embedding;
+use crate::ops::norm::RmsNorm;
 use crate::ops::rope::RopeTables;
 
 /// What distinguishes one Llama-like family from another.
@@ -45,32 +46,15 @@ impl DecoderSpec {
     fn kv_dim(&self) -> usize {
         self.num_key_value_heads * self.head_dim
     }
-}
 
-/// RMSNorm computed in f32: x / sqrt(mean(x^2) + eps) * (offset + weight).
-struct RmsNorm {
-    weight: Tensor,
-    eps: f64,
-    numerics: Numerics,
-}
-
-impl RmsNorm {
-    fn load(vb: VarBuilder, spec: &DecoderSpec, numerics: Numerics) -> candle_core::Result<Self> {
-        let weight = numerics.weight(&vb, &[spec.hidden_size], "weight")?;
-        let weight = numerics.round((weight + spec.norm_weight_offset)?)?;
-        Ok(Self {
-            weight,
-            eps: spec.rms_norm_eps,
+    fn norm(&self, vb: VarBuilder, numerics: Numerics) -> candle_core::Result<RmsNorm> {
+        RmsNorm::load(
+            vb,
+            self.hidden_size,
+            self.rms_norm_eps,
+            self.norm_weight_offset,
             numerics,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let variance = x.sqr()?.mean_keepdim(D::Minus1)?;
-        let normed = self
-            .numerics
-            .round(x.broadcast_div(&(variance + self.eps)?.sqrt()?)?)?;
-        self.numerics.round(normed.broadcast_mul(&self.weight)?)
+        )
     }
 }
 
@@ -96,10 +80,10 @@ impl DecoderLayer {
         let i = spec.intermediate_size;
         let gate_up = [(mlp.pp("gate_proj"), i), (mlp.pp("up_proj"), i)];
         Ok(Self {
-            input_norm: RmsNorm::load(vb.pp("input_layernorm"), spec, numerics)?,
+            input_norm: spec.norm(vb.pp("input_layernorm"), numerics)?,
             qkv: Linear::load_stacked(&qkv, h, false, numerics)?,
             o_proj: Linear::load(attn.pp("o_proj"), spec.q_dim(), h, false, numerics)?,
-            post_attention_norm: RmsNorm::load(vb.pp("post_attention_layernorm"), spec, numerics)?,
+            post_attention_norm: spec.norm(vb.pp("post_attention_layernorm"), numerics)?,
             gate_up: Linear::load_stacked(&gate_up, h, false, numerics)?,
             down: Linear::load(mlp.pp("down_proj"), i, h, false, numerics)?,
         })
@@ -144,7 +128,7 @@ impl Decoder {
         let layers = (0..spec.num_hidden_layers)
             .map(|i| DecoderLayer::load(vb.pp("layers").pp(i), &spec, numerics))
             .collect::<candle_core::Result<Vec<_>>>()?;
-        let norm = RmsNorm::load(vb.pp("norm"), &spec, numerics)?;
+        let norm = spec.norm(vb.pp("norm"), numerics)?;
         let device = vb.device().clone();
         Ok(Self {
             embed_tokens,

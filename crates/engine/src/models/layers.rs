@@ -1,47 +1,11 @@
-//! Building blocks shared by the model families: norms, activations and per-sequence attention.
-//!
-//! Inference uses candle's fused kernels (softmax, layer norm, rope), which record no gradient; a
-//! model built for training (`Numerics::differentiable`) takes differentiable forms of the same ops
-//! (see `attention` for its attention path).
+//! What the model families share beyond the ops layer: the config's activation and the input check.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::VarBuilder;
 
 use crate::input::ModelInput;
 pub use crate::ops::linear::Linear;
+pub use crate::ops::norm::LayerNorm;
 pub use crate::ops::Numerics;
-
-/// LayerNorm with weight and bias, computed in f32.
-#[derive(Debug, Clone)]
-pub struct LayerNorm {
-    weight: Tensor,
-    bias: Tensor,
-    eps: f64,
-    numerics: Numerics,
-}
-
-impl LayerNorm {
-    pub fn load(vb: VarBuilder, dim: usize, eps: f64, numerics: Numerics) -> Result<Self> {
-        Ok(Self {
-            weight: numerics.weight(&vb, &[dim], "weight")?,
-            bias: numerics.weight(&vb, &[dim], "bias")?,
-            eps,
-            numerics,
-        })
-    }
-}
-
-impl Module for LayerNorm {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let eps = self.eps as f32;
-        let y = if self.numerics.differentiable || !x.is_contiguous() {
-            candle_nn::ops::layer_norm_slow(x, &self.weight, &self.bias, eps)?
-        } else {
-            candle_nn::ops::layer_norm(x, &self.weight, &self.bias, eps)?
-        };
-        self.numerics.round(y)
-    }
-}
 
 /// config.json `hidden_act`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]

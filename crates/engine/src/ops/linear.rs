@@ -7,13 +7,12 @@
 
 use std::sync::Arc;
 
-use candle_core::{DType, Module, Result, Storage, Tensor};
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::cpu::MatmulKernel;
 use super::gemm::{self, PackedWeight};
-use super::simd;
-use super::Numerics;
+use super::{simd, with_f32_values, Numerics};
 
 /// A linear layer, plus a LoRA update `x A^T B^T` while one is being trained.
 #[derive(Debug, Clone)]
@@ -147,27 +146,20 @@ impl Linear {
 /// Packs an (out, in) matrix in the compute format (f32, bf16 or f16), keeping that format.
 fn pack(w: &Tensor) -> Result<PackedWeight> {
     let (n, k) = w.dims2()?;
+    let w = w.flatten_all()?;
     match w.dtype() {
         DType::BF16 => {
-            let bits: Vec<u16> = w
-                .flatten_all()?
-                .to_vec1::<half::bf16>()?
-                .into_iter()
-                .map(half::bf16::to_bits)
-                .collect();
+            let values = w.to_vec1::<half::bf16>()?;
+            let bits: Vec<u16> = values.into_iter().map(half::bf16::to_bits).collect();
             Ok(PackedWeight::from_bf16_bits(&bits, n, k))
         }
         DType::F16 => {
-            let bits: Vec<u16> = w
-                .flatten_all()?
-                .to_vec1::<half::f16>()?
-                .into_iter()
-                .map(half::f16::to_bits)
-                .collect();
+            let values = w.to_vec1::<half::f16>()?;
+            let bits: Vec<u16> = values.into_iter().map(half::f16::to_bits).collect();
             Ok(PackedWeight::from_f16_bits(&bits, n, k))
         }
         _ => {
-            let values = w.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            let values = w.to_dtype(DType::F32)?.to_vec1::<f32>()?;
             Ok(PackedWeight::from_f32(&values, n, k))
         }
     }
@@ -259,19 +251,11 @@ fn packed_forward(
         );
     }
     let m = x.elem_count() / k.max(1);
-    let x = x.to_dtype(DType::F32)?.contiguous()?;
+    let x = x.to_dtype(DType::F32)?;
     let mut y = vec![0f32; m * w.n()];
-    {
-        let (storage, layout) = x.storage_and_layout();
-        let Storage::Cpu(cpu) = &*storage else {
-            candle_core::bail!("packed linear layers run on the CPU");
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("non-contiguous input to a packed linear layer");
-        };
-        let data = &cpu.as_slice::<f32>()?[start..end];
-        gemm::matmul(kernel, data, m, w, bias.map(Vec::as_slice), &mut y);
-    }
+    with_f32_values(&x, |data| {
+        gemm::matmul(kernel, data, m, w, bias.map(Vec::as_slice), &mut y)
+    })?;
     match round_to {
         Some(DType::BF16) => simd::round_to_bf16(&mut y),
         Some(DType::F16) => simd::round_to_f16(&mut y),

@@ -7,11 +7,12 @@ pub mod cpu;
 pub mod embedding;
 pub mod gemm;
 pub mod linear;
+pub mod norm;
 pub mod probe;
 pub mod rope;
 pub mod simd;
 
-use candle_core::{DType, Result, Tensor};
+use candle_core::{DType, Result, Storage, Tensor};
 use candle_nn::VarBuilder;
 
 use cpu::MatmulKernel;
@@ -41,6 +42,15 @@ impl Numerics {
         match rounded {
             Some(y) => Ok(y),
             None => x.to_dtype(dtype)?.to_dtype(DType::F32),
+        }
+    }
+
+    /// `round` on a slice of plain values, in place.
+    pub fn round_slice(&self, x: &mut [f32]) {
+        match self.round_to {
+            Some(DType::BF16) => simd::round_to_bf16(x),
+            Some(DType::F16) => simd::round_to_f16(x),
+            _ => {}
         }
     }
 
@@ -82,4 +92,20 @@ pub fn map_f32(x: &Tensor, f: impl FnOnce(&mut [f32])) -> Result<Option<Tensor>>
     let mut values = x.flatten_all()?.to_vec1::<f32>()?;
     f(&mut values);
     Ok(Some(Tensor::from_vec(values, x.shape(), x.device())?))
+}
+
+/// Runs `f` on the values of an f32 CPU tensor, in memory order, without copying them.
+pub fn with_f32_values<R>(x: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let x = x.contiguous()?;
+    let (storage, layout) = x.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!(
+            "our kernels run on the CPU; this tensor is on {:?}",
+            x.device()
+        );
+    };
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("a contiguous tensor without contiguous offsets");
+    };
+    Ok(f(&cpu.as_slice::<f32>()?[start..end]))
 }

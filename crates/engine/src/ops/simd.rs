@@ -7,18 +7,35 @@
 //! erf: Abramowitz & Stegun 7.1.26 (absolute error < 1.5e-7), the formula PyTorch's vectorized CPU
 //! erf uses.
 
+use rayon::prelude::*;
+
 use super::cpu::CpuFeatures;
+
+/// Values per parallel chunk of an element-wise op (256 KiB of f32: big enough to be worth a
+/// task, small enough to share a layer's activations among the threads).
+const CHUNK: usize = 1 << 16;
+
+/// Runs an element-wise `op` over `x`, in chunks across rayon's threads when there is enough.
+fn chunked(x: &mut [f32], op: fn(&mut [f32])) {
+    if x.len() <= CHUNK {
+        op(x);
+    } else {
+        x.par_chunks_mut(CHUNK).for_each(op);
+    }
+}
 
 /// GELU with the exact (erf) form, in place: x * (1 + erf(x / sqrt 2)) / 2.
 pub fn gelu_erf(x: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if CpuFeatures::detect().avx512f {
-        // SAFETY: the CPU has AVX-512F.
-        return unsafe { avx512::gelu_erf(x) };
-    }
-    for v in x {
-        *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
-    }
+    chunked(x, |x| {
+        #[cfg(target_arch = "x86_64")]
+        if CpuFeatures::detect().avx512f {
+            // SAFETY: the CPU has AVX-512F.
+            return unsafe { avx512::gelu_erf(x) };
+        }
+        for v in x {
+            *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
+        }
+    })
 }
 
 /// Softmax of one row times `scale`, in place (f32 throughout; `-inf` entries become 0).
@@ -40,24 +57,28 @@ pub fn softmax_scaled(row: &mut [f32], scale: f32) {
 
 /// Rounds every value to the nearest bf16 (ties to even), kept as f32.
 pub fn round_to_bf16(x: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if CpuFeatures::detect().avx512f {
-        // SAFETY: the CPU has AVX-512F.
-        return unsafe { avx512::round_to_bf16(x) };
-    }
-    x.iter_mut()
-        .for_each(|v| *v = half::bf16::from_f32(*v).to_f32());
+    chunked(x, |x| {
+        #[cfg(target_arch = "x86_64")]
+        if CpuFeatures::detect().avx512f {
+            // SAFETY: the CPU has AVX-512F.
+            return unsafe { avx512::round_to_bf16(x) };
+        }
+        x.iter_mut()
+            .for_each(|v| *v = half::bf16::from_f32(*v).to_f32());
+    })
 }
 
 /// Rounds every value to the nearest IEEE half (ties to even), kept as f32.
 pub fn round_to_f16(x: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if CpuFeatures::detect().avx512f {
-        // SAFETY: the CPU has AVX-512F.
-        return unsafe { avx512::round_to_f16(x) };
-    }
-    x.iter_mut()
-        .for_each(|v| *v = half::f16::from_f32(*v).to_f32());
+    chunked(x, |x| {
+        #[cfg(target_arch = "x86_64")]
+        if CpuFeatures::detect().avx512f {
+            // SAFETY: the CPU has AVX-512F.
+            return unsafe { avx512::round_to_f16(x) };
+        }
+        x.iter_mut()
+            .for_each(|v| *v = half::f16::from_f32(*v).to_f32());
+    })
 }
 
 const ERF_P: f32 = 0.327_591_1;

@@ -15,7 +15,7 @@ mod padded;
 
 pub use padded::{padded_attention, Dropout, PaddedLayout};
 
-use candle_core::{Result, Storage, Tensor};
+use candle_core::{Result, Tensor};
 
 use super::cpu::MatmulKernel;
 use super::Numerics;
@@ -130,36 +130,14 @@ mod kernel {
     use rayon::prelude::*;
 
     use super::*;
-    use crate::ops::gemm::{pack_f32_with, product_strided};
-    use crate::ops::simd;
-
-    /// Raw output pointer shared by tasks that write disjoint (rows, head columns) blocks.
-    #[derive(Clone, Copy)]
-    struct Out(*mut f32);
-    // SAFETY: each task writes only its own sequence's rows in its own head's columns.
-    unsafe impl Send for Out {}
-    unsafe impl Sync for Out {}
-
-    impl Out {
-        fn get(self) -> *mut f32 {
-            self.0
-        }
-    }
+    use crate::ops::gemm::{pack_f32_with, product_strided, OutPtr};
+    use crate::ops::{simd, with_f32_values};
 
     pub(super) fn attention(qkv: &Tensor, seq_lens: &[usize], h: Heads) -> Result<Tensor> {
-        let qkv = qkv.contiguous()?;
         let tokens = qkv.dim(0)?;
         let out_width = h.q_width();
         let mut out = vec![0f32; tokens * out_width];
-        {
-            let (storage, layout) = qkv.storage_and_layout();
-            let Storage::Cpu(cpu) = &*storage else {
-                candle_core::bail!("attention kernel runs on the CPU");
-            };
-            let Some((from, to)) = layout.contiguous_offsets() else {
-                candle_core::bail!("attention kernel needs a contiguous q/k/v matrix");
-            };
-            let data = &cpu.as_slice::<f32>()?[from..to];
+        with_f32_values(qkv, |data| {
             let mut starts = Vec::with_capacity(seq_lens.len());
             let mut start = 0;
             for &len in seq_lens {
@@ -170,12 +148,12 @@ mod kernel {
                 .iter()
                 .flat_map(|&(start, len)| (0..h.heads).map(move |head| (start, len, head)))
                 .collect();
-            let out_ptr = Out(out.as_mut_ptr());
+            let out_ptr = OutPtr(out.as_mut_ptr());
             tasks.par_iter().for_each(|&(start, len, head)| {
                 // SAFETY: tasks write disjoint blocks of `out` (own rows, own head's columns).
                 unsafe { one_head(data, start, len, head, h, out_ptr.get(), out_width) }
             });
-        }
+        })?;
         Tensor::from_vec(out, (tokens, out_width), qkv.device())
     }
 

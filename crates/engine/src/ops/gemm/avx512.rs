@@ -7,12 +7,13 @@ use std::arch::x86_64::*;
 use std::cell::RefCell;
 use std::ops::Range;
 
-use super::{PackedWeight, PanelData, KC, MR, NC_PANELS, NR};
+use super::{Aligned, PackedWeight, PanelData, KC, MR, NC_PANELS, NR};
 
 thread_local! {
     /// Per-thread scratch: a widened (f32) copy of one KC x NR panel slice (for bf16/f16 panels),
     /// and the task's rows of `a` for one k slice, packed tile by tile.
-    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = RefCell::new((vec![0.0; KC * NR], Vec::new()));
+    static SCRATCH: RefCell<(Aligned<f32>, Vec<f32>)> =
+        RefCell::new((Aligned::zeroed(KC * NR), Vec::new()));
 }
 
 /// One thread's product `c[0..m][cols of panels] (=|+=) a[0..m][0..depth] * panels[0..depth]`.

@@ -12,8 +12,12 @@
 //! while the tiles stream by, and the task's rows of `y` stay in L2 across the k slices.
 //! Threads (rayon's pool) take tasks: row blocks when there are enough, else panel ranges too.
 
+mod aligned;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+
+pub use aligned::Aligned;
+use aligned::Plain;
 
 use rayon::prelude::*;
 
@@ -33,11 +37,11 @@ const NC_PANELS: usize = 8;
 /// How the panels are stored.
 #[derive(Debug, Clone)]
 pub enum PanelData {
-    F32(Vec<f32>),
+    F32(Aligned<f32>),
     /// bf16 bit patterns.
-    Bf16(Vec<u16>),
+    Bf16(Aligned<u16>),
     /// IEEE half bit patterns.
-    F16(Vec<u16>),
+    F16(Aligned<u16>),
 }
 
 /// A weight matrix (n outputs x k inputs) in panel layout.
@@ -50,12 +54,12 @@ pub struct PackedWeight {
 
 impl PackedWeight {
     /// Packs a row-major (n x k) matrix of any element type, converted by `convert`.
-    fn pack_with<T: Copy, U: Copy + Default>(
+    fn pack_with<T: Copy, U: Plain>(
         w: &[T],
         n: usize,
         k: usize,
         convert: impl Fn(T) -> U,
-    ) -> Vec<U> {
+    ) -> Aligned<U> {
         assert_eq!(
             w.len(),
             n * k,
@@ -63,7 +67,7 @@ impl PackedWeight {
             w.len()
         );
         let panels = n.div_ceil(NR);
-        let mut out = vec![U::default(); panels * k * NR];
+        let mut out = Aligned::zeroed(panels * k * NR);
         for (row, values) in w.chunks_exact(k.max(1)).enumerate().take(n) {
             let (panel, col) = (row / NR, row % NR);
             let base = panel * k * NR + col;
@@ -89,6 +93,23 @@ impl PackedWeight {
     pub fn from_f16_bits(w: &[u16], n: usize, k: usize) -> Self {
         let data = PanelData::F16(Self::pack_with(w, n, k, |v| v));
         Self { n, k, data }
+    }
+
+    /// The matrix in each storage the kernels read (f32, bf16, f16), for tests and probes.
+    pub fn in_every_storage(w: &[f32], n: usize, k: usize) -> [PackedWeight; 3] {
+        let bf16: Vec<u16> = w
+            .iter()
+            .map(|&v| half::bf16::from_f32(v).to_bits())
+            .collect();
+        let f16: Vec<u16> = w
+            .iter()
+            .map(|&v| half::f16::from_f32(v).to_bits())
+            .collect();
+        [
+            Self::from_f32(w, n, k),
+            Self::from_bf16_bits(&bf16, n, k),
+            Self::from_f16_bits(&f16, n, k),
+        ]
     }
 
     /// Outputs.
@@ -194,15 +215,15 @@ fn plan_tasks(m: usize, panels: usize) -> Vec<Task> {
     tasks
 }
 
-/// Raw output pointer shared by tasks that write disjoint blocks.
+/// An output buffer handed to parallel tasks that each write their own disjoint block of it.
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: tasks write disjoint (row block, panel range) regions of `y`.
+pub(crate) struct OutPtr(pub(crate) *mut f32);
+// SAFETY: only shared between tasks that write disjoint regions (each user says which).
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
 impl OutPtr {
-    fn get(self) -> *mut f32 {
+    pub(crate) fn get(self) -> *mut f32 {
         self.0
     }
 }
@@ -284,7 +305,7 @@ pub(crate) unsafe fn product_strided(
 /// Packs the matrix whose element (row, col) is `value(row, col)`, as f32.
 pub fn pack_f32_with(n: usize, k: usize, value: impl Fn(usize, usize) -> f32) -> PackedWeight {
     let panels = n.div_ceil(NR);
-    let mut data = vec![0f32; panels * k * NR];
+    let mut data = Aligned::zeroed(panels * k * NR);
     for row in 0..n {
         let base = (row / NR) * k * NR + row % NR;
         for col in 0..k {

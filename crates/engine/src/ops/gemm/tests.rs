@@ -20,22 +20,6 @@ fn values(len: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-fn packings(w: &[f32], n: usize, k: usize) -> Vec<PackedWeight> {
-    let bf16: Vec<u16> = w
-        .iter()
-        .map(|&v| half::bf16::from_f32(v).to_bits())
-        .collect();
-    let f16: Vec<u16> = w
-        .iter()
-        .map(|&v| half::f16::from_f32(v).to_bits())
-        .collect();
-    vec![
-        PackedWeight::from_f32(w, n, k),
-        PackedWeight::from_bf16_bits(&bf16, n, k),
-        PackedWeight::from_f16_bits(&f16, n, k),
-    ]
-}
-
 fn kernels() -> Vec<MatmulKernel> {
     let cpu = CpuFeatures::detect();
     let all = [MatmulKernel::Avx512];
@@ -67,7 +51,7 @@ fn kernels_match_the_reference_on_awkward_shapes() {
             let x = values(m * k, (m * 31 + k) as u64);
             let w = values(n * k, (n * 17 + k) as u64);
             let bias = values(n, n as u64);
-            for packed in packings(&w, n, k) {
+            for packed in PackedWeight::in_every_storage(&w, n, k) {
                 for bias in [None, Some(bias.as_slice())] {
                     let mut expected = vec![0.0; m * n];
                     reference(&x, m, &packed, bias, &mut expected);
@@ -132,102 +116,5 @@ fn tasks_cover_the_output_once() {
             }
         }
         assert!(seen.iter().all(|&c| c == 1), "m={m} panels={panels}");
-    }
-}
-
-#[test]
-#[ignore]
-fn speed_probe() {
-    use candle_core::{Device, Tensor};
-    let shapes = [
-        (144usize, 256usize, 256usize),
-        (2048, 768, 768),
-        (2048, 3072, 768),
-        (2048, 768, 3072),
-        (1024, 2048, 16384),
-    ];
-    for &(m, k, n) in &shapes {
-        let x = values(m * k, 1);
-        let wv = values(n * k, 2);
-        let w = PackedWeight::from_f32(&wv, n, k);
-        let bits: Vec<u16> = wv
-            .iter()
-            .map(|&v| half::bf16::from_f32(v).to_bits())
-            .collect();
-        let wb = PackedWeight::from_bf16_bits(&bits, n, k);
-        let xt = Tensor::from_slice(&x, (m, k), &Device::Cpu).unwrap();
-        let wt = Tensor::from_slice(&wv, (n, k), &Device::Cpu)
-            .unwrap()
-            .t()
-            .unwrap();
-        let mut y = vec![0.0; m * n];
-        let flops = 2.0 * (m * k * n) as f64;
-        let reps = (4e9 / flops).max(1.0) as usize;
-        let mut times = [Vec::new(), Vec::new(), Vec::new()];
-        for _ in 0..7 {
-            let t = std::time::Instant::now();
-            for _ in 0..reps {
-                xt.matmul(&wt).unwrap();
-            }
-            times[0].push(t.elapsed().as_secs_f64());
-            let t = std::time::Instant::now();
-            for _ in 0..reps {
-                matmul(MatmulKernel::Avx512, &x, m, &w, None, &mut y);
-            }
-            times[1].push(t.elapsed().as_secs_f64());
-            let t = std::time::Instant::now();
-            for _ in 0..reps {
-                matmul(MatmulKernel::Avx512, &x, m, &wb, None, &mut y);
-            }
-            times[2].push(t.elapsed().as_secs_f64());
-        }
-        let g: Vec<f64> = times
-            .iter_mut()
-            .map(|t| {
-                t.sort_by(f64::total_cmp);
-                flops * reps as f64 / t[1] / 1e9
-            })
-            .collect();
-        eprintln!("m={m} k={k} n={n}: candle {:.0}  ours f32 {:.0}  ours bf16 {:.0} GFLOP/s (2nd best of 7)", g[0], g[1], g[2]);
-    }
-}
-
-#[test]
-#[ignore]
-fn microkernel_probe() {
-    for &(m, k, n, reps) in &[
-        (12usize, 192usize, 32usize, 200_000usize),
-        (144, 192, 32, 20_000),
-        (144, 192, 256, 3000),
-        (144, 768, 768, 300),
-    ] {
-        let x = values(m * k, 1);
-        let w = PackedWeight::from_f32(&values(n * k, 2), n, k);
-        let mut y = vec![0.0; m * n];
-        let product = avx512::Product {
-            a: x.as_ptr(),
-            lda: k,
-            m,
-            w: &w,
-            panels: 0..n.div_ceil(NR),
-            depth: k,
-            cols: n,
-            bias: std::ptr::null(),
-            c: y.as_mut_ptr(),
-            ldc: n,
-            pack_a: true,
-        };
-        let mut best = f64::INFINITY;
-        for _ in 0..5 {
-            let start = std::time::Instant::now();
-            for _ in 0..reps {
-                unsafe { product.run() };
-            }
-            best = best.min(start.elapsed().as_secs_f64());
-        }
-        eprintln!(
-            "m={m} k={k} n={n}: {:.1} GFLOP/s one thread",
-            2.0 * (m * k * n * reps) as f64 / best / 1e9
-        );
     }
 }
