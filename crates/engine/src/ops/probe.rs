@@ -149,18 +149,24 @@ pub fn peaks() -> Vec<Measurement> {
     found
 }
 
-/// Runs `probe` (returning flops done) on every thread at once; GFLOP/s of them all together.
+/// Runs `probe` (returning flops done) on every thread at once; GFLOP/s of them all together, the
+/// best of three tries (shared machines are noisy; the peak is what the hardware can do).
 fn on_all_threads(probe: impl Fn() -> f64 + Sync) -> f64 {
-    let start = Instant::now();
-    let flops: f64 = rayon::broadcast(|_| probe()).into_iter().sum();
-    flops / start.elapsed().as_secs_f64() / 1e9
+    (0..3)
+        .map(|_| {
+            let start = Instant::now();
+            let flops: f64 = rayon::broadcast(|_| probe()).into_iter().sum();
+            flops / start.elapsed().as_secs_f64() / 1e9
+        })
+        .fold(0.0, f64::max)
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
 
-    const ITERATIONS: usize = 20_000_000;
+    /// About 0.1 s per thread and try.
+    const ITERATIONS: usize = 240_000_000;
 
     /// 12 independent FMA chains (enough to cover the latency on two ports).
     #[target_feature(enable = "avx512f")]
