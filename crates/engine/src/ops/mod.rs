@@ -17,9 +17,9 @@ use candle_nn::VarBuilder;
 
 use cpu::MatmulKernel;
 
-/// How a model rounds: `None` computes in plain f32; `Some(dtype)` keeps weights and activations on
-/// that dtype's grid (f32 arithmetic with rounding after each layer), which is what bf16/f16 inference
-/// computes on hardware without such matrix units in candle.
+/// How a model computes: `round_to: None` in plain f32; `Some(bf16 | f16)` keeps weights and every
+/// layer's output on that dtype's grid (products of grid values are exact in f32 and summed in f32,
+/// as bf16 matrix units do), with norms and softmax in f32 as PyTorch does for bf16 models.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Numerics {
     pub round_to: Option<DType>,

@@ -94,19 +94,7 @@ pub fn measure_shape(shape: Shape, repeat: usize) -> candle_core::Result<Vec<Mea
     });
     let cpu = CpuFeatures::detect();
     if MatmulKernel::Avx512.supported(cpu) {
-        let bf16: Vec<u16> = w
-            .iter()
-            .map(|&v| half::bf16::from_f32(v).to_bits())
-            .collect();
-        let f16: Vec<u16> = w
-            .iter()
-            .map(|&v| half::f16::from_f32(v).to_bits())
-            .collect();
-        let packings = [
-            PackedWeight::from_f32(&w, n, k),
-            PackedWeight::from_bf16_bits(&bf16, n, k),
-            PackedWeight::from_f16_bits(&f16, n, k),
-        ];
+        let packings = PackedWeight::in_every_storage(&w, n, k);
         let mut y = vec![0f32; m * n];
         for packed in &packings {
             let gflops =
