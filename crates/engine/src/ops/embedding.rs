@@ -29,8 +29,4 @@ impl Embedding {
         let ids = Tensor::from_slice(ids, ids.len(), self.table.device())?;
         self.forward(&ids)
     }
-
-    pub fn bytes(&self) -> usize {
-        self.table.elem_count() * self.table.dtype().size_in_bytes()
-    }
 }

@@ -12,7 +12,7 @@ use candle_nn::VarBuilder;
 
 use super::cpu::MatmulKernel;
 use super::gemm::{self, PackedWeight};
-use super::{simd, with_f32_values, Numerics};
+use super::{with_f32_values, Numerics};
 
 /// A linear layer, plus a LoRA update `x A^T B^T` while one is being trained.
 #[derive(Debug, Clone)]
@@ -131,16 +131,6 @@ impl Linear {
             numerics,
         })
     }
-
-    /// Bytes held by the weights (and bias).
-    pub fn weight_bytes(&self) -> usize {
-        match &self.weight {
-            Weight::Tensor { w, bias } => {
-                (w.elem_count() + bias.as_ref().map_or(0, Tensor::elem_count)) * 4
-            }
-            Weight::Packed { w, bias, .. } => w.bytes() + bias.as_ref().map_or(0, |b| b.len() * 4),
-        }
-    }
 }
 
 /// Packs an (out, in) matrix in the compute format (f32, bf16 or f16), keeping that format.
@@ -227,7 +217,7 @@ impl Module for Linear {
             }
             Weight::Packed { w, bias, kernel } => {
                 // The output is ours: round it in place instead of through another tensor.
-                return packed_forward(x, w, bias.as_deref(), *kernel, self.numerics.round_to);
+                return packed_forward(x, w, bias.as_deref(), *kernel, self.numerics);
             }
         };
         self.numerics.round(y)
@@ -240,7 +230,7 @@ fn packed_forward(
     w: &PackedWeight,
     bias: Option<&Vec<f32>>,
     kernel: MatmulKernel,
-    round_to: Option<DType>,
+    numerics: Numerics,
 ) -> Result<Tensor> {
     let dims = x.dims();
     let k = *dims.last().unwrap_or(&0);
@@ -256,11 +246,7 @@ fn packed_forward(
     with_f32_values(&x, |data| {
         gemm::matmul(kernel, data, m, w, bias.map(Vec::as_slice), &mut y)
     })?;
-    match round_to {
-        Some(DType::BF16) => simd::round_to_bf16(&mut y),
-        Some(DType::F16) => simd::round_to_f16(&mut y),
-        _ => {}
-    }
+    numerics.round_slice(&mut y);
     let mut out_dims = dims.to_vec();
     if let Some(last) = out_dims.last_mut() {
         *last = w.n();
