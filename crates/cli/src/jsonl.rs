@@ -18,7 +18,7 @@ pub fn read_input(source: &str) -> anyhow::Result<String> {
     } else {
         text = std::fs::read_to_string(source).with_context(|| format!("reading {source}"))?;
     }
-    Ok(text)
+    Ok(bge_rerank_engine::text::without_bom(&text).to_string())
 }
 
 /// One JSON object per non-blank line; errors name the source and line number.

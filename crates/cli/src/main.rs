@@ -60,6 +60,21 @@ fn keep_freed_memory() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn keep_freed_memory() {}
 
+/// Hands the heap's free pages back to the kernel once a model is loaded. Loading converts every
+/// weight through a transient f32 copy (tens of MB each, below the mmap threshold, so from the heap)
+/// between the packed weights that stay: with trimming off (above), that memory stayed resident,
+/// 2.2 GB on top of a 2.5 GB int8 Gemma. `malloc_trim` releases free pages inside the heap too.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn release_load_memory() {
+    // SAFETY: malloc_trim only returns free memory to the kernel; it is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn release_load_memory() {}
+
 fn main() -> std::process::ExitCode {
     keep_freed_memory();
     let cli = Cli::parse();

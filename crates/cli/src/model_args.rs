@@ -10,7 +10,7 @@ pub struct ModelArgs {
     /// Model folder, or Hugging Face id resolved through the local cache (e.g. BAAI/bge-reranker-v2-m3).
     #[arg(long, short)]
     pub model: String,
-    /// Precision: auto (as stored, computed in f32 on CPU), f32, f16 or bf16.
+    /// Precision: auto (as stored, computed in f32 on CPU), f32, f16, bf16 or int8.
     #[arg(long, default_value = "auto", value_parser = parse_precision)]
     pub dtype: Precision,
     /// A peft LoRA adapter folder to merge into an LLM reranker (FlagEmbedding's peft_path).
@@ -25,7 +25,7 @@ pub struct OptionalModelArgs {
     /// Model folder, or Hugging Face id resolved through the local cache.
     #[arg(long, short)]
     pub model: Option<String>,
-    /// Precision: auto (as stored, computed in f32 on CPU), f32, f16 or bf16.
+    /// Precision: auto (as stored, computed in f32 on CPU), f32, f16, bf16 or int8.
     #[arg(long, default_value = "auto", value_parser = parse_precision)]
     pub dtype: Precision,
     /// A peft LoRA adapter folder to merge into an LLM reranker.
@@ -100,6 +100,7 @@ impl ModelArgs {
                 kernel: None,
             },
         )?;
+        crate::release_load_memory();
         tracing::info!(
             "model {} ({}); dtype {}: {}",
             reranker.model_dir().display(),

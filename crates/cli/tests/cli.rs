@@ -117,8 +117,26 @@ fn score_normalize_and_length_options_from_files() {
 
 #[test]
 fn tokenize_prints_the_exact_input_ids() {
+    // A folder with the config and tokenizer files only: tokenizing needs no weights.
+    let folder = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(fixtures().join("xlmr-reranker")).unwrap() {
+        let entry = entry.unwrap();
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".safetensors")
+        {
+            std::fs::copy(entry.path(), folder.path().join(entry.file_name())).unwrap();
+        }
+    }
     let out = run(
-        &["tokenize", "--model", &model(), "--max-length", "16"],
+        &[
+            "tokenize",
+            "--model",
+            folder.path().to_str().unwrap(),
+            "--max-length",
+            "16",
+        ],
         &cases(),
     );
     assert!(out.status.success(), "{}", stderr(&out));
@@ -267,6 +285,66 @@ fn verbose_says_which_precision_was_chosen() {
     let said = stderr(&out);
     assert!(said.contains("stored as bf16, computed as f32"), "{said}");
     assert!(said.contains("kernel "), "names the matrix kernel: {said}");
+}
+
+/// A file saved with a UTF-8 byte order mark (Windows editors, Python's utf-8-sig) reads as without.
+#[test]
+fn a_byte_order_mark_is_skipped() {
+    let line = "{\"query\": \"what is panda?\", \"passage\": \"pandas eat bamboo\"}\n";
+    let plain = run(&["score", "--model", &model()], line);
+    let marked = run(&["score", "--model", &model()], &format!("\u{feff}{line}"));
+    assert!(marked.status.success(), "{}", stderr(&marked));
+    assert_eq!(marked.stdout, plain.stdout);
+}
+
+#[test]
+fn int8_scores_from_the_cli() {
+    let line = "{\"query\": \"what is panda?\", \"passage\": \"pandas eat bamboo\"}\n";
+    let score = |dtype: &str| -> (f64, String) {
+        let out = run(
+            &["score", "--model", &model(), "--dtype", dtype, "--verbose"],
+            line,
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        let row: Value = serde_json::from_slice(&out.stdout).unwrap();
+        (row["score"].as_f64().unwrap(), stderr(&out))
+    };
+    let (f32_score, _) = score("f32");
+    let (int8_score, said) = score("int8");
+    assert!(said.contains("computed as int8"), "{said}");
+    assert_ne!(int8_score, f32_score, "int8 computes differently");
+    assert!(
+        (int8_score - f32_score).abs() < 0.1,
+        "{int8_score} vs {f32_score}"
+    );
+}
+
+/// A load test whose requests fail reports the failures first and exits non-zero.
+#[test]
+fn bench_url_failures_exit_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let request = dir.path().join("request.json");
+    std::fs::write(&request, "{\"query\": \"q\", \"texts\": [\"a\"]}").unwrap();
+    // Nothing listens on port 1: every request gets no response.
+    let out = run(
+        &[
+            "bench",
+            "--url",
+            "http://127.0.0.1:1/rerank",
+            "--request",
+            request.to_str().unwrap(),
+            "--requests",
+            "3",
+        ],
+        "",
+    );
+    assert!(!out.status.success(), "failed requests must fail the run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("target") && text.contains("FAILED       3 of 3 requests failed"),
+        "{text}"
+    );
+    assert!(stderr(&out).contains("no response: 3"), "{}", stderr(&out));
 }
 
 #[test]

@@ -114,3 +114,37 @@ fn eval_prints_the_table_and_writes_the_report() {
     assert!(!ok);
     assert!(stderr.contains("corpus.jsonl"), "{stderr}");
 }
+
+/// A metric deeper than the reranked list is computed over that list: the user is warned and the
+/// table says so, instead of passing `recall@20` over 5 documents off as recall@20.
+#[test]
+fn metrics_deeper_than_the_list_are_marked() {
+    let out = tempfile::tempdir().unwrap();
+    let data = fixtures().join("scifact-slice");
+    let run = data.join("runs/bm25.top20.trec");
+    let (ok, table, stderr) = bge_rerank(&[
+        "eval",
+        "--model",
+        fixtures().join("xlmr-reranker").to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--run",
+        run.to_str().unwrap(),
+        "--top-k",
+        "5",
+        "--max-queries",
+        "3",
+        "--metrics",
+        "ndcg@5,recall@20",
+        "--cache-dir",
+        out.path().join("cache").to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("warning: recall@20 cuts at 20 but only the top 5"),
+        "{stderr}"
+    );
+    assert!(table.contains("recall@20 (of top 5)"), "{table}");
+    assert!(!stderr.contains("ndcg@5 cuts"), "{stderr}");
+}

@@ -16,7 +16,9 @@ fn fixture(name: &str) -> String {
 #[test]
 fn serve_answers_then_drains_on_sigterm() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_bge-rerank"))
-        .args(["serve", "--model", &fixture("xlmr-reranker"), "--port", "0"])
+        .args(["serve", "--model", &fixture("xlmr-reranker")])
+        // A host name, not only an IP address.
+        .args(["--host", "localhost", "--port", "0"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -19,14 +19,17 @@
 pub mod batch;
 pub mod config;
 pub mod error;
+pub mod fingerprint;
 pub mod input;
 pub mod lora;
 pub mod model_dir;
+pub mod model_folder;
 pub mod models;
 pub mod ops;
 pub mod precision;
 pub mod reranker;
 pub mod safetensors_file;
+pub mod text;
 pub mod trainable;
 pub mod weights;
 

@@ -271,8 +271,5 @@ pub fn write_adapter(
         );
     }
     let weights_path = dir.join(WEIGHTS);
-    candle_core::safetensors::save(&tensors, &weights_path).map_err(|e| Error::Safetensors {
-        path: weights_path,
-        message: e.to_string(),
-    })
+    crate::safetensors_file::save(&tensors, &weights_path)
 }

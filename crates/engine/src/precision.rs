@@ -6,7 +6,7 @@ use std::str::FromStr;
 use candle_core::DType;
 
 use crate::error::Error;
-use crate::ops::cpu::MatmulKernel;
+use crate::ops::cpu::{CpuFeatures, MatmulKernel};
 use crate::ops::Numerics;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -17,6 +17,9 @@ pub enum Precision {
     F32,
     F16,
     Bf16,
+    /// The transformer layers' matrices in int8 (per output channel), activations quantized per
+    /// row, embedding rows int8; the rest in f32. See `ops::gemm::int8`.
+    Int8,
 }
 
 impl FromStr for Precision {
@@ -27,8 +30,9 @@ impl FromStr for Precision {
             "f32" | "float32" | "fp32" => Ok(Self::F32),
             "f16" | "float16" | "fp16" => Ok(Self::F16),
             "bf16" | "bfloat16" => Ok(Self::Bf16),
+            "int8" | "i8" | "qint8" => Ok(Self::Int8),
             other => Err(Error::InvalidOption(format!(
-                "unknown dtype `{other}` (expected auto, f32, f16 or bf16)"
+                "unknown dtype `{other}` (expected auto, f32, f16, bf16 or int8)"
             ))),
         }
     }
@@ -41,6 +45,7 @@ impl fmt::Display for Precision {
             Self::F32 => "f32",
             Self::F16 => "f16",
             Self::Bf16 => "bf16",
+            Self::Int8 => "int8",
         })
     }
 }
@@ -55,9 +60,12 @@ pub struct ResolvedPrecision {
 }
 
 impl ResolvedPrecision {
-    /// Bytes a weight takes in the compute format (f32 4, bf16 and f16 2).
+    /// Bytes a weight takes in the compute format (f32 4, bf16 and f16 2, int8 1).
     pub fn bytes_per_weight(&self) -> usize {
-        self.numerics.round_to.map_or(4, |d| d.size_in_bytes())
+        match self.numerics.int8 {
+            true => 1,
+            false => self.numerics.round_to.map_or(4, |d| d.size_in_bytes()),
+        }
     }
 
     /// The matrix kernel, for `--verbose`, `/info` and `bench`.
@@ -80,11 +88,20 @@ impl Precision {
         };
         let stored_name = stored.as_str();
         let (round_to, compute) = match self {
-            Self::Auto | Self::F32 => (None, "f32"),
+            Self::Auto | Self::F32 | Self::Int8 => (None, "f32"),
             Self::Bf16 => (Some(DType::BF16), "bf16"),
             Self::F16 => (Some(DType::F16), "f16"),
         };
+        let int8 = self == Self::Int8;
+        let compute = if int8 { "int8" } else { compute };
+        let vnni = kernel == MatmulKernel::Avx512 && CpuFeatures::detect().avx512_vnni;
         let how = match (round_to, kernel) {
+            _ if int8 => format!(
+                "the transformer layers' matrices quantized to int8 at load (one scale per output \
+                 channel), their inputs to u8 per row, int32 sums on {}; embedding tables int8 (a \
+                 scale per 32 values); score heads, norms, softmax and attention in f32",
+                if vnni { "AVX-512 VNNI (VPDPBUSD)" } else { "the portable loop (no AVX-512 VNNI)" }
+            ),
             (None, MatmulKernel::Avx512) => {
                 "f32 weights packed for the AVX-512 kernel".to_string()
             }
@@ -109,6 +126,7 @@ impl Precision {
                 round_to,
                 differentiable: false,
                 kernel,
+                int8,
             },
             compute,
             explanation: format!(

@@ -2,20 +2,15 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device};
-
 use crate::batch::{plan_batches, BatchLimits};
 use crate::config::Architecture;
-use crate::error::{read_json, Error, Result};
-use crate::input::{load_tokenizer, special_token_id, InputBuilder, InputOptions, ModelInput};
+use crate::error::{Error, Result};
+use crate::input::{load_tokenizer, InputBuilder, InputOptions, ModelInput};
 use crate::model_dir::ModelDir;
-use crate::models::encoder::{self, CrossEncoder, Encoder, Flavor};
-use crate::models::gemma::{self, GemmaReranker};
-use crate::models::layers::Numerics;
-use crate::models::minicpm::{self, LayerwiseReranker};
+use crate::model_folder::OpenedFolder;
+use crate::models::encoder::Encoder;
 use crate::models::ScoringModel;
 use crate::precision::{Precision, ResolvedPrecision};
-use crate::weights::Weights;
 
 /// How to load a model.
 #[derive(Debug, Clone, Default)]
@@ -45,7 +40,8 @@ pub struct Reranker {
     precision: ResolvedPrecision,
     inputs: InputBuilder,
     model: Box<dyn ScoringModel>,
-    weight_bytes: usize,
+    parameters: usize,
+    fingerprint: String,
 }
 
 impl Reranker {
@@ -75,17 +71,17 @@ impl Reranker {
         }
         let config = folder.config_json()?;
         let inputs = folder.input_builder(folder.architecture)?;
-        let family = folder.load_family(
+        let model = folder.load_family(
             folder.architecture,
             &config,
             folder.var_builder(),
             folder.numerics(),
             &inputs,
         )?;
-        let model = family.boxed();
-        let weight_bytes = folder.weights.float_parameters() * folder.precision.bytes_per_weight();
+        let fingerprint = folder.fingerprint(options.adapter.as_deref())?;
         Ok(Self {
-            weight_bytes,
+            fingerprint,
+            parameters: folder.weights.float_parameters(),
             dir: folder.dir,
             architecture: folder.architecture,
             precision: folder.precision,
@@ -109,7 +105,18 @@ impl Reranker {
     /// The model's weights in their compute format (parameters x the compute precision's size):
     /// what the resident memory after load is measured against.
     pub fn weight_bytes(&self) -> usize {
-        self.weight_bytes
+        self.parameters * self.precision.bytes_per_weight()
+    }
+
+    /// Changes whenever a file the scores depend on changes (config, tokenizer, weights, adapter):
+    /// what caches of scores are keyed on. See `fingerprint`.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// The model's float parameters (what its f32 size is counted from).
+    pub fn parameters(&self) -> usize {
+        self.parameters
     }
 
     pub fn tokenizer(&self) -> &tokenizers::Tokenizer {
@@ -217,177 +224,4 @@ pub fn load_encoder(model: &str, precision: Precision) -> Result<(Encoder, Input
     let tokenizer_path = folder.dir.tokenizer_path();
     let inputs = InputBuilder::for_encoder(load_tokenizer(&tokenizer_path)?, &tokenizer_path)?;
     Ok((encoder, inputs))
-}
-
-/// A loaded model family, before it is boxed behind `ScoringModel`.
-// Built once per load and boxed behind `ScoringModel` right after: its size does not matter.
-#[allow(clippy::large_enum_variant)]
-pub(crate) enum Family {
-    Encoder(CrossEncoder),
-    Gemma(GemmaReranker),
-    Layerwise(LayerwiseReranker),
-}
-
-impl Family {
-    fn boxed(self) -> Box<dyn ScoringModel> {
-        match self {
-            Family::Encoder(m) => Box::new(m),
-            Family::Gemma(m) => Box::new(m),
-            Family::Layerwise(m) => Box::new(m),
-        }
-    }
-}
-
-/// A model folder with its config read and its weights mapped: what every family's loader needs.
-pub(crate) struct OpenedFolder {
-    pub dir: ModelDir,
-    pub config_path: std::path::PathBuf,
-    pub architecture: Architecture,
-    pub weights: Weights,
-    pub precision: ResolvedPrecision,
-}
-
-impl OpenedFolder {
-    pub fn config_json(&self) -> Result<serde_json::Value> {
-        read_json(&self.config_path)
-    }
-
-    fn parse_config<T: serde::de::DeserializeOwned>(
-        &self,
-        config: &serde_json::Value,
-    ) -> Result<T> {
-        serde_json::from_value(config.clone()).map_err(|error| Error::Json {
-            path: self.config_path.clone(),
-            error,
-        })
-    }
-
-    /// How this folder's tokenizer turns pairs into inputs for `architecture`.
-    pub fn input_builder(&self, architecture: Architecture) -> Result<InputBuilder> {
-        let tokenizer_path = self.dir.tokenizer_path();
-        let tokenizer = load_tokenizer(&tokenizer_path)?;
-        let root = self.dir.root();
-        match architecture {
-            Architecture::GemmaForCausalLM => {
-                let bos = special_token_id(root, &tokenizer, "bos_token");
-                let pad = special_token_id(root, &tokenizer, "pad_token");
-                // FlagLLMReranker prepends bos only when it exists and differs from pad.
-                let bos = bos.filter(|b| Some(*b) != pad);
-                InputBuilder::for_llm(tokenizer, bos)
-            }
-            Architecture::LayerWiseMiniCPMForCausalLM => {
-                let bos = special_token_id(root, &tokenizer, "bos_token").ok_or_else(|| {
-                    Error::Tokenizer {
-                        path: tokenizer_path.clone(),
-                        message: "no bos_token: the layerwise reranker's inputs start with it"
-                            .into(),
-                    }
-                })?;
-                InputBuilder::for_llm(tokenizer, Some(bos))
-            }
-            _ => InputBuilder::for_encoder(tokenizer, &tokenizer_path),
-        }
-    }
-
-    /// The model of `architecture` (a family with a score head), configured by `config` and with
-    /// weights from `vb`; `inputs` is the folder's input builder (Gemma reads its "Yes" token).
-    pub fn load_family(
-        &self,
-        architecture: Architecture,
-        config: &serde_json::Value,
-        vb: candle_nn::VarBuilder<'static>,
-        numerics: Numerics,
-        inputs: &InputBuilder,
-    ) -> Result<Family> {
-        let loaded = match architecture {
-            Architecture::XlmRobertaForSequenceClassification
-            | Architecture::BertForSequenceClassification => {
-                let flavor = Self::encoder_flavor(architecture)?;
-                let cfg: encoder::Config = self.parse_config(config)?;
-                CrossEncoder::load(vb, &cfg, flavor, numerics).map(Family::Encoder)
-            }
-            Architecture::GemmaForCausalLM => {
-                let cfg: gemma::Config = self.parse_config(config)?;
-                let yes = inputs.first_token_id("Yes")?;
-                GemmaReranker::load(vb, &cfg, yes, numerics).map(Family::Gemma)
-            }
-            Architecture::LayerWiseMiniCPMForCausalLM => {
-                let cfg: minicpm::Config = self.parse_config(config)?;
-                LayerwiseReranker::load(vb, &cfg, numerics).map(Family::Layerwise)
-            }
-            Architecture::XlmRobertaModel | Architecture::BertModel => {
-                return Err(Error::Unsupported(format!(
-                    "`{}` has no classification head",
-                    architecture.name()
-                )))
-            }
-        };
-        loaded.map_err(|e| self.load_error(e))
-    }
-
-    pub fn open(
-        model: &str,
-        precision: Precision,
-        kernel: Option<crate::ops::cpu::MatmulKernel>,
-    ) -> Result<Self> {
-        let dir = ModelDir::resolve(model)?;
-        let config_path = dir.config_path();
-        let architecture = Architecture::from_config_file(&config_path)?;
-        let weights = Weights::open(&dir)?;
-        let precision = precision.resolve(weights.stored_dtype(), kernel)?;
-        tracing::debug!(model = %dir.root().display(), arch = architecture.name(), "{}", precision.explanation);
-        Ok(Self {
-            dir,
-            config_path,
-            architecture,
-            weights,
-            precision,
-        })
-    }
-
-    fn encoder_config(&self) -> Result<(encoder::Config, Flavor)> {
-        Ok((
-            read_json(&self.config_path)?,
-            Self::encoder_flavor(self.architecture)?,
-        ))
-    }
-
-    pub fn encoder_flavor(architecture: Architecture) -> Result<Flavor> {
-        Ok(match architecture {
-            Architecture::BertForSequenceClassification | Architecture::BertModel => Flavor::Bert,
-            Architecture::XlmRobertaForSequenceClassification | Architecture::XlmRobertaModel => {
-                Flavor::XlmRoberta
-            }
-            other => {
-                return Err(Error::Unsupported(format!(
-                    "`{}` is not an encoder",
-                    other.name()
-                )))
-            }
-        })
-    }
-
-    pub fn numerics(&self) -> Numerics {
-        self.precision.numerics
-    }
-
-    /// Weights are read as f32; `Numerics` rounds them where a lower precision was asked for.
-    pub fn var_builder(&self) -> candle_nn::VarBuilder<'static> {
-        self.weights.var_builder(DType::F32, &Device::Cpu)
-    }
-
-    /// Tensor errors already name file and tensor; config-level ones get the config path.
-    pub fn load_error(&self, error: Error) -> Error {
-        match error {
-            Error::Compute(e) => Error::Load {
-                path: self.dir.root().to_path_buf(),
-                message: e.to_string(),
-            },
-            Error::Unsupported(message) => Error::Config {
-                path: self.config_path.clone(),
-                message,
-            },
-            other => other,
-        }
-    }
 }

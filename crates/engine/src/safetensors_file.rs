@@ -170,3 +170,33 @@ impl SafetensorsFile {
             .map_err(|e| e.to_string())
     }
 }
+
+/// Writes tensors as a safetensors file whose mode follows the umask, as every other file we write
+/// does: the safetensors crate creates its files 0600, so a model trained by one user could not be
+/// served by another.
+pub fn save(tensors: &HashMap<String, Tensor>, path: &Path) -> crate::Result<()> {
+    candle_core::safetensors::save(tensors, path).map_err(|e| crate::Error::Safetensors {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = 0o666 & !process_umask();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| crate::Error::io(path, e))?;
+    }
+    Ok(())
+}
+
+/// The process's umask (Linux reports it in /proc/self/status; elsewhere the common 022).
+#[cfg(unix)]
+fn process_umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("Umask:"))?;
+            u32::from_str_radix(line.split_whitespace().nth(1)?, 8).ok()
+        })
+        .unwrap_or(0o022)
+}

@@ -20,11 +20,12 @@ use crate::config::Architecture;
 use crate::error::{Error, Result};
 use crate::input::{InputBuilder, InputOptions, ModelInput};
 use crate::lora::{read_adapter, write_adapter, LoraPair};
+use crate::model_folder::OpenedFolder;
 use crate::models::encoder::{Flavor, BODY_PROBE};
 use crate::models::layers::Numerics;
+use crate::models::ScoringModel;
 use crate::ops::cpu::MatmulKernel;
 use crate::precision::Precision;
-use crate::reranker::{Family, OpenedFolder};
 use crate::weights::Weights;
 
 /// LoRA settings (peft's names): rank, alpha and the projections (last module-name component) it
@@ -35,6 +36,9 @@ pub struct LoraSettings {
     pub alpha: f64,
     pub targets: Vec<String>,
     pub start: Option<PathBuf>,
+    /// The user set some of these (rather than taking the defaults): an error for an encoder,
+    /// which trains in full, as a prompt is.
+    pub explicit: bool,
 }
 
 impl Default for LoraSettings {
@@ -47,6 +51,7 @@ impl Default for LoraSettings {
                 .map(String::from)
                 .to_vec(),
             start: None,
+            explicit: false,
         }
     }
 }
@@ -78,7 +83,7 @@ pub struct TrainableModel {
     architecture: Architecture,
     config: serde_json::Value,
     inputs: InputBuilder,
-    family: Family,
+    model: Box<dyn ScoringModel>,
     params: Params,
     variables: Variables,
     setup: TrainSetup,
@@ -114,6 +119,13 @@ impl TrainableModel {
                 | Architecture::BertForSequenceClassification
         );
         let inputs = folder.input_builder(architecture)?;
+        if is_encoder && (setup.lora.explicit || setup.lora.start.is_some()) {
+            return Err(Error::InvalidOption(
+                "LoRA options (--lora-rank, --lora-alpha, --lora-targets, --adapter) apply to the \
+                 LLM rerankers; a cross-encoder is fine-tuned in full"
+                    .into(),
+            ));
+        }
         let (params, variables) = if is_encoder {
             if !folder.architecture.has_score_head() {
                 add_score_head(&mut config, architecture);
@@ -122,7 +134,7 @@ impl TrainableModel {
         } else {
             lora_params(&folder.weights, &setup.lora, setup.seed)?
         };
-        let family = build_family(
+        let model = build_model(
             &folder,
             architecture,
             &config,
@@ -136,7 +148,7 @@ impl TrainableModel {
             architecture,
             config,
             inputs,
-            family,
+            model,
             params,
             variables,
             setup,
@@ -145,7 +157,7 @@ impl TrainableModel {
 
     /// Rebuilds the model over the current variable values; `step` varies the dropout masks.
     pub fn rebuild(&mut self, step: u64) -> Result<()> {
-        self.family = build_family(
+        self.model = build_model(
             &self.folder,
             self.architecture,
             &self.config,
@@ -185,19 +197,12 @@ impl TrainableModel {
 
     /// The layers that answer during training: every head of the layerwise reranker, else one.
     pub fn answering_layers(&self) -> Vec<usize> {
-        match &self.family {
-            Family::Layerwise(m) => m.layer_range().collect(),
-            _ => Vec::new(),
-        }
+        self.model.all_layers()
     }
 
     /// Logits (inputs,) per answering layer (one tensor for single-score families), in the graph.
     pub fn logits(&self, inputs: &[&ModelInput]) -> Result<Vec<Tensor>> {
-        match &self.family {
-            Family::Encoder(m) => Ok(vec![m.logits(inputs)?]),
-            Family::Gemma(m) => Ok(vec![m.logits(inputs)?]),
-            Family::Layerwise(m) => m.layer_logits(inputs, &self.answering_layers()),
-        }
+        self.model.logits(inputs, &self.answering_layers())
     }
 
     /// Writes a checkpoint transformers and FlagEmbedding load unchanged: the full model
@@ -269,10 +274,7 @@ impl TrainableModel {
         })?;
         std::fs::write(&config_path, text).map_err(|e| Error::io(&config_path, e))?;
         let weights_path = dir.join("model.safetensors");
-        candle_core::safetensors::save(tensors, &weights_path).map_err(|e| Error::Safetensors {
-            path: weights_path,
-            message: e.to_string(),
-        })
+        crate::safetensors_file::save(tensors, &weights_path)
     }
 }
 
@@ -443,7 +445,7 @@ fn lora_params(
 }
 
 /// The model over the variables (a var map, or frozen weights plus LoRA pairs).
-fn build_family(
+fn build_model(
     folder: &OpenedFolder,
     architecture: Architecture,
     config: &serde_json::Value,
@@ -451,11 +453,12 @@ fn build_family(
     variables: &Variables,
     setup: &TrainSetup,
     step: u64,
-) -> Result<Family> {
+) -> Result<Box<dyn ScoringModel>> {
     let numerics = Numerics {
         round_to: None,
         differentiable: true,
         kernel: MatmulKernel::Candle,
+        int8: false,
     };
     let vb = match variables {
         Variables::Full { varmap, .. } => VarBuilder::from_varmap(varmap, DType::F32, &Device::Cpu),
@@ -465,14 +468,12 @@ fn build_family(
             Device::Cpu,
         ),
     };
-    let mut family = folder.load_family(architecture, config, vb, numerics, inputs)?;
-    if let Family::Encoder(model) = &mut family {
-        let seed = setup
-            .seed
-            .wrapping_add(step.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        model.set_dropout(setup.dropout.then_some(seed));
-    }
-    Ok(family)
+    let mut model = folder.load_family(architecture, config, vb, numerics, inputs)?;
+    let seed = setup
+        .seed
+        .wrapping_add(step.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    model.set_dropout(setup.dropout.then_some(seed));
+    Ok(model)
 }
 
 /// config.json of a plain encoder, turned into that of a one-label sequence classifier.

@@ -4,7 +4,9 @@
 mod common;
 
 use bge_rerank_engine::{LoadOptions, Precision, Reranker, ScoreOptions};
-use common::{check_setting, fixture_model, settings};
+use common::{
+    check_setting, fixture_model, settings, TORCH_BF16_GAP_GEMMA, TORCH_BF16_GAP_LAYERWISE,
+};
 
 fn check_family(prefix: &str, expected_settings: usize, bf16_tolerance: f64) {
     let settings = settings(prefix);
@@ -32,12 +34,16 @@ fn check_family(prefix: &str, expected_settings: usize, bf16_tolerance: f64) {
 
 #[test]
 fn every_gemma_setting_matches_flagembedding() {
-    check_family("gemma-reranker", 8, 2.0 * 7.23e-2);
+    check_family("gemma-reranker", 8, 2.0 * TORCH_BF16_GAP_GEMMA);
 }
 
 #[test]
 fn every_layerwise_setting_matches_flagembedding() {
-    check_family("minicpm-layerwise-reranker", 9, 2.0 * 6.48e-2);
+    check_family(
+        "minicpm-layerwise-reranker",
+        9,
+        2.0 * TORCH_BF16_GAP_LAYERWISE,
+    );
 }
 
 #[test]

@@ -22,7 +22,13 @@ fn lines(path: &Path) -> Result<impl Iterator<Item = (usize, Result<String>)> + 
     Ok(BufReader::new(file)
         .lines()
         .enumerate()
-        .map(move |(i, line)| (i + 1, line.map_err(|e| EvalError::io(path, e)))))
+        .map(move |(i, line)| {
+            let line = match (i, line) {
+                (0, Ok(first)) => Ok(bge_rerank_engine::text::without_bom(&first).to_string()),
+                (_, line) => line.map_err(|e| EvalError::io(path, e)),
+            };
+            (i + 1, line)
+        }))
 }
 
 /// TREC qrels (`qid iter docid rel`), or a BEIR tsv (`query-id corpus-id score` with a header line).

@@ -95,11 +95,13 @@ fn examples(items: impl Iterator<Item = String>) -> (usize, Vec<String>) {
     (all.len(), shown)
 }
 
-/// A description of everything that changes a score, for the cache key.
+/// A description of everything that changes a score, for the cache key: the model's files by
+/// their fingerprint (retrained weights in the same folder are a new model), and the options.
 pub fn cache_key(reranker: &Reranker, model_key: &str, options: &ScoreOptions) -> String {
     format!(
-        "model={}|dir={}|arch={}|dtype={}|max_length={}|query_max_length={:?}|prompt={:?}|layers={:?}",
+        "model={}|files={}|dir={}|arch={}|dtype={}|max_length={}|query_max_length={:?}|prompt={:?}|layers={:?}",
         model_key,
+        reranker.fingerprint(),
         reranker.model_dir().canonicalize().unwrap_or(reranker.model_dir().to_path_buf()).display(),
         reranker.architecture().name(),
         reranker.precision().compute,

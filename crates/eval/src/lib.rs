@@ -12,4 +12,4 @@ pub mod report;
 pub use data::{read_qrels, read_run, write_run, DataSet, Qrels, Run};
 pub use error::{EvalError, Result};
 pub use eval::{evaluate_dataset, first_stage, DataSetResult, EvalOptions, FirstStage};
-pub use metrics::{evaluate, parse_metrics, Evaluation, Metric};
+pub use metrics::{evaluate, mark_deeper_than, parse_metrics, Evaluation, Metric};

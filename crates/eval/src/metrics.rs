@@ -80,6 +80,26 @@ pub fn parse_metrics(list: &str) -> Result<Vec<Metric>, EvalError> {
         .collect()
 }
 
+/// Metrics whose cut-off is deeper than the `depth` documents each query's list holds (e.g.
+/// `recall@100` over a reranked top 10) measure that shorter list: each is renamed (`recall@100 (of
+/// top 10)`, in tables and JSON alike) so it cannot pass for the deeper figure, and a warning per
+/// metric is returned for the user.
+pub fn mark_deeper_than(metrics: &mut [Metric], depth: usize) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for metric in metrics.iter_mut() {
+        if let Some(cutoff) = metric.cutoff.filter(|&k| k > depth) {
+            let original = std::mem::take(&mut metric.name);
+            metric.name = format!("{original} (of top {depth})");
+            warnings.push(format!(
+                "{original} cuts at {cutoff} but only the top {depth} documents are reranked: it is \
+                 computed over those {depth} and reported as `{}`",
+                metric.name
+            ));
+        }
+    }
+    warnings
+}
+
 /// A query's documents in trec_eval's order: score descending, then document id descending.
 pub fn trec_order(docs: &[(String, f64)]) -> Vec<(String, f64)> {
     let mut sorted = docs.to_vec();
@@ -234,5 +254,11 @@ mod tests {
         assert!("ndcg@0".parse::<Metric>().is_err());
         assert!("bleu@4".parse::<Metric>().is_err());
         assert_eq!("MAP@100".parse::<Metric>().unwrap().cutoff, Some(100));
+        let mut metrics = parse_metrics("ndcg@10,recall@100,map").unwrap();
+        let warnings = mark_deeper_than(&mut metrics, 10);
+        let names: Vec<&str> = metrics.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["ndcg@10", "recall@100 (of top 10)", "map"]);
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("only the top 10"), "{}", warnings[0]);
     }
 }

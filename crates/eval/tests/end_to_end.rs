@@ -193,3 +193,37 @@ fn run_naming_unknown_documents_and_queries_is_reported() {
     );
     assert!(report::table(&[result]).contains("not in the corpus"));
 }
+
+/// Retraining into the same folder makes a new model: the cache must not answer for the old one.
+#[test]
+fn new_weights_in_the_same_folder_are_scored_afresh() {
+    let folder = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(fixtures().join("xlmr-reranker")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), folder.path().join(entry.file_name())).unwrap();
+    }
+    let model = folder.path().to_str().unwrap();
+    let data = DataSet::open(&fixtures().join("scifact-slice"), "test").unwrap();
+    let run = fixtures().join("scifact-slice/runs/bm25.top20.trec");
+    let cache = tempfile::tempdir().unwrap();
+    let opts = options(cache.path());
+    let evaluate = || {
+        let reranker = Reranker::load(model, &LoadOptions::default()).unwrap();
+        evaluate_dataset(&reranker, model, &data, Some(&run), &opts, &|_| {}, &|_| {}).unwrap()
+    };
+    let first = evaluate();
+    assert_eq!(first.pairs.scored, 120);
+    // "Training" writes other weights (the same model rounded to bf16) over the old file.
+    std::fs::copy(
+        fixtures().join("xlmr-reranker-bf16/model.safetensors"),
+        folder.path().join("model.safetensors"),
+    )
+    .unwrap();
+    let second = evaluate();
+    assert_eq!(
+        (second.pairs.scored, second.pairs.from_cache),
+        (120, 0),
+        "new weights are scored, not read from the old model's cache"
+    );
+    assert_ne!(first.reranked_run, second.reranked_run);
+}

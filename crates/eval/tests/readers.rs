@@ -109,3 +109,18 @@ fn data_set_layouts_and_their_errors() {
     assert_eq!(data.queries().unwrap()["q1"], "what");
     assert_eq!(data.qrels().unwrap()["q1"]["d1"], 1);
 }
+
+/// Files saved with a UTF-8 byte order mark read as without: the mark is not part of the first
+/// query id or JSON line.
+#[test]
+fn a_byte_order_mark_is_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "bom.trec", "\u{feff}1 Q0 a 1 2.5 t\n");
+    assert!(read_run(&path).unwrap().contains_key("1"));
+    let path = write(
+        dir.path(),
+        "bom_qrels.jsonl",
+        "\u{feff}{\"qid\": \"1\", \"docid\": \"a\", \"relevance\": 2}\n",
+    );
+    assert_eq!(read_qrels(&path).unwrap()["1"]["a"], 2);
+}

@@ -215,8 +215,12 @@ fn load_models(specs: &[ModelSpec], state: &AppState) -> Result<Vec<ServedModel>
         if models.iter().any(|m: &ServedModel| m.name == spec.name) {
             return Err(format!("two models are named `{}`", spec.name));
         }
-        let reranker = Reranker::load(&spec.model, &spec.load)
-            .map_err(|e| format!("model `{}`: {e}", spec.name))?;
+        // The engine's error names the path; a model served under another name gets that too.
+        let reranker =
+            Reranker::load(&spec.model, &spec.load).map_err(|e| match spec.name == spec.model {
+                true => e.to_string(),
+                false => format!("model `{}`: {e}", spec.name),
+            })?;
         tracing::info!(
             "model `{}`: {} ({}), {}",
             spec.name,

@@ -18,7 +18,7 @@ pub struct LoadReport {
     pub requests: usize,
     pub ok: usize,
     pub failed: usize,
-    /// Non-2xx statuses seen, with counts.
+    /// Non-2xx statuses seen, with counts (0: no response at all).
     pub statuses: Vec<(u16, usize)>,
     pub seconds: f64,
     pub latencies: Vec<Duration>,
@@ -40,16 +40,39 @@ impl LoadReport {
     }
 }
 
+impl LoadReport {
+    /// "3 of 10 requests failed (status 422: 2, no response: 1)", or `None` when all succeeded.
+    pub fn failure_summary(&self) -> Option<String> {
+        if self.failed == 0 {
+            return None;
+        }
+        let by_status: Vec<String> = (self.statuses.iter())
+            .map(|(status, count)| match status {
+                0 => format!("no response: {count}"),
+                s => format!("status {s}: {count}"),
+            })
+            .collect();
+        Some(format!(
+            "{} of {} requests failed ({})",
+            self.failed,
+            self.requests,
+            by_status.join(", ")
+        ))
+    }
+}
+
+/// The failures first (a run with failed requests measured something else than serving), then
+/// throughput and latency.
 impl std::fmt::Display for LoadReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(failures) = self.failure_summary() {
+            writeln!(f, "FAILED       {failures}")?;
+        }
         writeln!(
             f,
             "requests     {} ({} ok, {} failed) in {:.2} s",
             self.requests, self.ok, self.failed, self.seconds
         )?;
-        for (status, count) in &self.statuses {
-            writeln!(f, "  status {status}: {count}")?;
-        }
         writeln!(
             f,
             "throughput   {:.2} requests/s",

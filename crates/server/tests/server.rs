@@ -687,3 +687,67 @@ async fn load_test_client_reports_percentiles() {
     assert!(report.to_string().contains("p99"));
     server.shutdown().await.unwrap();
 }
+
+/// `--dtype int8` serves the engine's int8 scores and says so in /info.
+#[tokio::test]
+async fn int8_models_serve_their_int8_scores() {
+    let int8 = LoadOptions {
+        precision: bge_rerank_engine::Precision::Int8,
+        ..Default::default()
+    };
+    let config = ServeConfig {
+        models: vec![ModelSpec::parse(
+            &format!("xlmr={}", fixture("xlmr-reranker")),
+            int8.clone(),
+        )],
+        addr: "127.0.0.1:0".parse().unwrap(),
+        limits: Limits::default(),
+        api_key: None,
+    };
+    let server = start(config).await.expect("server starts");
+    let reranker = Reranker::load(&fixture("xlmr-reranker"), &int8).unwrap();
+    let pairs: Vec<(&str, &str)> = DOCS.iter().map(|d| (QUERY, *d)).collect();
+    let want = reranker
+        .compute_score(&pairs, &ScoreOptions::default())
+        .unwrap();
+    assert_ne!(
+        want,
+        engine_scores("xlmr-reranker", &DOCS, false),
+        "int8 is not f32"
+    );
+    let pairs: Vec<[&str; 2]> = DOCS.iter().map(|d| [QUERY, *d]).collect();
+    let (status, body) = post(&server, "/score", json!({"pairs": pairs})).await;
+    assert_eq!(status, 200, "{body}");
+    let got: Vec<f64> = (body["scores"].as_array().unwrap().iter())
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(got, want);
+    let info: Value = reqwest::get(url(&server, "/info"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["models"][0]["dtype"], "int8", "{info}");
+}
+
+/// A model that cannot load is named once (the engine's error already holds its path), plus the
+/// name it was to be served under, if any.
+#[tokio::test]
+async fn a_missing_model_is_named_once() {
+    let start_with = |spec: &str| {
+        start(ServeConfig {
+            models: vec![ModelSpec::parse(spec, LoadOptions::default())],
+            addr: "127.0.0.1:0".parse().unwrap(),
+            limits: Limits::default(),
+            api_key: None,
+        })
+    };
+    let error = start_with("/nope").await.err().unwrap().to_string();
+    assert_eq!(error.matches("/nope").count(), 1, "{error}");
+    let error = start_with("m=/nope").await.err().unwrap().to_string();
+    assert!(
+        error.starts_with("model `m`: ") && error.matches("/nope").count() == 1,
+        "{error}"
+    );
+}

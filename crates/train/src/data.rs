@@ -39,7 +39,10 @@ impl TrainData {
             error,
         })?;
         let mut examples = Vec::new();
-        for (index, line) in text.lines().enumerate() {
+        for (index, line) in bge_rerank_engine::text::without_bom(&text)
+            .lines()
+            .enumerate()
+        {
             if line.trim().is_empty() {
                 continue;
             }
@@ -263,6 +266,12 @@ mod tests {
 
     fn error_of(lines: &str) -> String {
         data(lines).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped() {
+        let d = data("\u{feff}{\"query\": \"q\", \"pos\": [\"p\"], \"neg\": [\"n\"]}\n").unwrap();
+        assert_eq!(d.examples.len(), 1);
     }
 
     #[test]

@@ -58,12 +58,7 @@ impl AdamW {
             tensors.insert(format!("exp_avg.{name}"), m.clone());
             tensors.insert(format!("exp_avg_sq.{name}"), v.clone());
         }
-        candle_core::safetensors::save(&tensors, path).map_err(|e| {
-            TrainError::Invalid(format!(
-                "{}: cannot write optimizer state: {e}",
-                path.display()
-            ))
-        })
+        Ok(bge_rerank_engine::safetensors_file::save(&tensors, path)?)
     }
 
     pub fn load(&mut self, path: &Path, step: usize) -> Result<()> {

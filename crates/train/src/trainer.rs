@@ -49,6 +49,8 @@ pub struct TrainOptions {
     pub merge: bool,
     /// A checkpoint folder of an earlier run with the same data and options.
     pub resume: Option<PathBuf>,
+    /// Clear a non-empty `output` folder first (else such a folder is refused, unless resuming).
+    pub overwrite: bool,
     pub eval: Option<EvalSpec>,
 }
 
@@ -75,6 +77,7 @@ impl Default for TrainOptions {
             save_steps: None,
             merge: false,
             resume: None,
+            overwrite: false,
             eval: None,
         }
     }
@@ -117,6 +120,7 @@ pub struct TrainerState {
     pub evals: Vec<CheckpointEval>,
 }
 
+#[derive(Debug)]
 pub struct TrainSummary {
     pub steps: usize,
     pub pairs: usize,
@@ -148,6 +152,7 @@ pub fn train(
         ));
     }
     let data = TrainData::read(&options.data)?;
+    prepare_output(options)?;
     if options.distill && !data.has_teacher_scores() {
         return Err(TrainError::Data {
             path: options.data.clone(),
@@ -351,6 +356,47 @@ pub fn train(
         evals: state.evals,
         interrupted,
     })
+}
+
+/// A run writes into an empty folder: a previous run's log and checkpoints left beside the new
+/// ones would read as one run (steps 1, 2, 3, 1). A non-empty folder is refused unless the run
+/// resumes (it continues the log) or `overwrite` clears it first.
+fn prepare_output(options: &TrainOptions) -> Result<()> {
+    let out = &options.output;
+    let mut entries = match std::fs::read_dir(out) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(out, e)),
+    };
+    if entries.next().is_none() || options.resume.is_some() {
+        return Ok(());
+    }
+    if !options.overwrite {
+        return Err(TrainError::Invalid(format!(
+            "the output folder {} is not empty (a previous run?): pass --overwrite to clear it \
+             first, or --resume {}/checkpoint-N to continue that run",
+            out.display(),
+            out.display()
+        )));
+    }
+    // Never clear the folder the model or the data is read from.
+    let canonical = |p: &Path| p.canonicalize().ok();
+    let out_abs = canonical(out);
+    for (what, path) in [
+        ("--model", Path::new(&options.model)),
+        ("--data", options.data.as_path()),
+    ] {
+        if let (Some(o), Some(p)) = (&out_abs, canonical(path)) {
+            if p.starts_with(o) {
+                return Err(TrainError::Invalid(format!(
+                    "--overwrite would delete {what} {}: it is inside the output folder {}",
+                    path.display(),
+                    out.display()
+                )));
+            }
+        }
+    }
+    std::fs::remove_dir_all(out).map_err(|e| io(out, e))
 }
 
 /// Encoders train in full (a resumed run loads the checkpoint); the LLM rerankers train LoRA pairs

@@ -413,3 +413,72 @@ fn a_plain_encoder_gets_a_seeded_head_and_becomes_a_reranker() {
         "bert",
     );
 }
+
+/// A second run into the same folder is refused (its log and checkpoints would mix with the first
+/// run's), unless `overwrite` clears the folder first; the folder the model comes from is never
+/// cleared.
+#[test]
+fn a_used_output_folder_is_refused_or_cleared() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiny_data(dir.path(), false);
+    let out = dir.path().join("run");
+    let mut opts = options(&fixture("xlmr-reranker"), data, &out);
+    opts.max_steps = Some(2);
+    opts.save_steps = Some(1);
+    train(&opts, &Quiet, &AtomicBool::new(false)).unwrap();
+    assert!(out.join("checkpoint-1").is_dir());
+
+    opts.max_steps = Some(1);
+    let err = train(&opts, &Quiet, &AtomicBool::new(false))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("not empty") && err.contains("--overwrite"),
+        "{err}"
+    );
+    assert_eq!(losses(&out).len(), 2, "the first run's log is untouched");
+
+    opts.overwrite = true;
+    train(&opts, &Quiet, &AtomicBool::new(false)).unwrap();
+    assert_eq!(losses(&out).len(), 1, "one run's steps only");
+    assert!(
+        !out.join("checkpoint-2").exists(),
+        "the old checkpoints are gone"
+    );
+
+    // Training the folder's own model again with --overwrite would delete it.
+    opts.model = out.to_string_lossy().into_owned();
+    let err = train(&opts, &Quiet, &AtomicBool::new(false))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("would delete --model"), "{err}");
+    assert!(out.join("model.safetensors").is_file());
+}
+
+/// LoRA options on a cross-encoder (trained in full) are an error, as a prompt is: one rule for
+/// options that do not apply.
+#[test]
+fn lora_options_on_an_encoder_are_refused() {
+    for lora in [
+        LoraSettings {
+            rank: 8,
+            explicit: true,
+            ..Default::default()
+        },
+        LoraSettings {
+            start: Some(PathBuf::from(fixture("training/gemma-lora-start"))),
+            ..Default::default()
+        },
+    ] {
+        let setup = TrainSetup {
+            lora,
+            seed: 0,
+            dropout: false,
+        };
+        let error = TrainableModel::load(&fixture("xlmr-reranker"), setup)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("apply to the LLM rerankers"), "{error}");
+    }
+}

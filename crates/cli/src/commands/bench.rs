@@ -108,13 +108,16 @@ pub fn run(args: BenchArgs, ui: Ui) -> anyhow::Result<()> {
     if let Some(load) = load_memory {
         let gb = |b: u64| b as f64 / 1e9;
         let weights = reranker.weight_bytes() as u64;
+        let f32_weights = reranker.parameters() as u64 * 4;
         println!(
-            "memory       weights {:.2} GB ({}); resident after load {:.2} GB ({:.2}x), peak during \
-             load {:.2} GB, peak overall {:.2} GB",
+            "memory       weights {:.2} GB as {} ({:.2} GB as f32); resident after load {:.2} GB \
+             ({:.2}x; {:.2}x the f32 weights), peak during load {:.2} GB, peak overall {:.2} GB",
             gb(weights),
             reranker.precision().compute,
+            gb(f32_weights),
             gb(load.resident),
             load.resident as f64 / weights.max(1) as f64,
+            load.resident as f64 / f32_weights.max(1) as f64,
             gb(load.peak),
             gb(Memory::read().map_or(0, |m| m.peak)),
         );
@@ -135,8 +138,8 @@ pub fn run(args: BenchArgs, ui: Ui) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `--kernels`: the probe's peaks, then each shape's GFLOP/s per kernel path and its share of the
-/// f32 FMA peak.
+/// `--kernels`: the probe's peaks, then each shape's GFLOP/s (GOP/s for int8) per kernel path and
+/// its share of the peak of the instruction it is built on.
 fn kernels(rows: usize, repeat: usize) -> anyhow::Result<()> {
     use bge_rerank_engine::ops::{cpu::CpuFeatures, cpu::MatmulKernel, probe};
     let cpu = CpuFeatures::detect();
@@ -147,15 +150,18 @@ fn kernels(rows: usize, repeat: usize) -> anyhow::Result<()> {
     for peak in &peaks {
         println!("peak         {:>7.0} GFLOP/s  {}", peak.gflops, peak.path);
     }
-    let peak = peaks.first().map(|p| p.gflops);
     println!("products     {rows} rows, best of {repeat}");
     for (name, shape) in probe::model_shapes(rows) {
         for found in probe::measure_shape(shape, repeat)? {
+            // Each kernel beside the peak of the instruction it is built on.
+            let peak = peaks
+                .iter()
+                .find(|p| p.instruction.is_some() && p.instruction == found.instruction);
             let share = peak.map_or(String::new(), |p| {
-                format!(" ({:.0}% of peak)", 100.0 * found.gflops / p)
+                format!(" ({:.0}% of its peak)", 100.0 * found.gflops / p.gflops)
             });
             println!(
-                "{name:<28} {:<18} {:>7.0} GFLOP/s{share}",
+                "{name:<28} {:<26} {:>7.0} GFLOP/s{share}",
                 found.path, found.gflops
             );
         }
@@ -225,5 +231,8 @@ fn load_test(url: &str, args: &BenchArgs) -> anyhow::Result<()> {
         args.concurrency
     );
     println!("{report}");
-    Ok(())
+    match report.failure_summary() {
+        Some(failures) => anyhow::bail!("{failures}"),
+        None => Ok(()),
+    }
 }

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use bge_rerank_eval::{
-    cache::default_cache_dir, evaluate_dataset, first_stage, parse_metrics, report, write_run,
-    DataSet, EvalOptions,
+    cache::default_cache_dir, evaluate_dataset, first_stage, mark_deeper_than, parse_metrics,
+    report, write_run, DataSet, EvalOptions,
 };
 use clap::Args;
 
@@ -62,7 +62,7 @@ pub fn run(args: EvalArgs, ui: Ui) -> anyhow::Result<()> {
     if args.top_k == 0 {
         anyhow::bail!("--top-k must be at least 1");
     }
-    let options = EvalOptions {
+    let mut options = EvalOptions {
         split: args.split.clone(),
         top_k: args.top_k,
         metrics: parse_metrics(&args.metrics)?,
@@ -73,6 +73,9 @@ pub fn run(args: EvalArgs, ui: Ui) -> anyhow::Result<()> {
     };
     if options.metrics.is_empty() {
         anyhow::bail!("--metrics names no metric");
+    }
+    for warning in mark_deeper_than(&mut options.metrics, options.top_k) {
+        eprintln!("warning: {warning} (raise --top-k for the deeper figure)");
     }
     let data_sets = args
         .data

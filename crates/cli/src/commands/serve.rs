@@ -1,6 +1,6 @@
 //! `bge-rerank serve`: the HTTP server.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use bge_rerank_engine::{BatchLimits, LoadOptions, Precision};
@@ -12,14 +12,15 @@ pub struct ServeArgs {
     /// Model to serve: DIR, HF_ID or NAME=DIR; repeat for several (the first is the default).
     #[arg(long, short, required = true)]
     model: Vec<String>,
-    /// Precision for every model: auto, f32, f16 or bf16.
+    /// Precision for every model: auto, f32, f16, bf16 or int8.
     #[arg(long, default_value = "auto", value_parser = crate::model_args::parse_precision)]
     dtype: Precision,
     /// A LoRA adapter merged into every (LLM) model.
     #[arg(long)]
     adapter: Option<std::path::PathBuf>,
+    /// Address or host name to listen on (e.g. 0.0.0.0, localhost).
     #[arg(long, default_value = "127.0.0.1")]
-    host: IpAddr,
+    host: String,
     #[arg(long, default_value_t = 8080)]
     port: u16,
     /// Real tokens per model batch at most (batches mix pairs of concurrent requests).
@@ -68,7 +69,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .iter()
             .map(|m| ModelSpec::parse(m, load.clone()))
             .collect(),
-        addr: SocketAddr::new(args.host, args.port),
+        addr: listen_address(&args.host, args.port)?,
         limits: Limits {
             batch: BatchLimits {
                 batch_size: args.batch_size.max(1),
@@ -89,6 +90,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         let server = bge_rerank_server::start(config)
             .await
             .map_err(anyhow::Error::msg)?;
+        crate::release_load_memory();
         // Printed (not only logged) so scripts can wait for it.
         eprintln!("bge-rerank listening on http://{}", server.addr);
         shutdown_signal().await;
@@ -119,4 +121,14 @@ async fn shutdown_signal() {
     {
         let _ = ctrl_c.await;
     }
+}
+
+/// `--host` and `--port` as a socket address: an IP address, or a host name resolved by the system
+/// (its first address; `localhost` is usually 127.0.0.1 or ::1).
+fn listen_address(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
+    let resolved = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| anyhow::anyhow!("--host {host}: cannot resolve it: {e}"))?
+        .next();
+    resolved.ok_or_else(|| anyhow::anyhow!("--host {host}: it resolves to no address"))
 }

@@ -18,10 +18,14 @@ pub struct TokenizeArgs {
 
 pub fn run(args: TokenizeArgs) -> anyhow::Result<()> {
     let PairLines { objects, pairs } = read_pairs(&args.files.input)?;
-    let reranker = args.model.load()?;
-    // Layers do not change the ids, but a request the model cannot honour is still an error.
-    reranker.resolve_layers(args.inputs.cutoff_layers.as_deref())?;
-    let inputs = reranker.build_inputs(&pairs, &args.inputs.options())?;
+    // Token ids need config.json and the tokenizer files only: the weights are not read, unless
+    // cutoff layers are asked for (they do not change the ids, but a request the model cannot
+    // honour is still an error, and only the model knows its layers).
+    if let Some(layers) = &args.inputs.cutoff_layers {
+        args.model.load()?.resolve_layers(Some(layers))?;
+    }
+    let (_, builder) = bge_rerank_engine::model_folder::inputs_only(&args.model.model)?;
+    let inputs = builder.build(&pairs, &args.inputs.options())?;
     let lines = objects.into_iter().zip(inputs).map(|(mut object, input)| {
         object.insert("input_ids".into(), json!(input.ids));
         Value::Object(object).to_string()

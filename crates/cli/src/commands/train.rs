@@ -65,18 +65,15 @@ pub struct TrainArgs {
     /// Turn the config's dropout off.
     #[arg(long)]
     no_dropout: bool,
-    /// LoRA rank (LLM rerankers).
-    #[arg(long, default_value_t = 32)]
-    lora_rank: usize,
-    #[arg(long, default_value_t = 64.0)]
-    lora_alpha: f64,
-    /// Projections that get LoRA pairs.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "q_proj,k_proj,v_proj,o_proj"
-    )]
-    lora_targets: Vec<String>,
+    /// LoRA rank (LLM rerankers) [default: 32].
+    #[arg(long)]
+    lora_rank: Option<usize>,
+    /// LoRA alpha (LLM rerankers) [default: 64].
+    #[arg(long)]
+    lora_alpha: Option<f64>,
+    /// Projections that get LoRA pairs [default: q_proj,k_proj,v_proj,o_proj].
+    #[arg(long, value_delimiter = ',')]
+    lora_targets: Option<Vec<String>>,
     /// Start LoRA from this adapter folder instead of a fresh initialisation.
     #[arg(long)]
     adapter: Option<PathBuf>,
@@ -93,6 +90,9 @@ pub struct TrainArgs {
     /// position; give the same data and options.
     #[arg(long)]
     resume: Option<PathBuf>,
+    /// Clear the output folder first if it holds anything (a non-empty one is refused otherwise).
+    #[arg(long, conflicts_with = "resume")]
+    overwrite: bool,
     /// Measure nDCG@10 at each checkpoint on this BEIR-style folder.
     #[arg(long)]
     eval_data: Option<PathBuf>,
@@ -160,16 +160,17 @@ pub fn run(args: TrainArgs, ui: Ui) -> anyhow::Result<()> {
         },
         seed: args.seed,
         dropout: !args.no_dropout,
-        lora: LoraSettings {
-            rank: args.lora_rank,
-            alpha: args.lora_alpha,
-            targets: args.lora_targets,
-            start: args.adapter,
-        },
+        lora: lora_settings(
+            args.lora_rank,
+            args.lora_alpha,
+            args.lora_targets,
+            args.adapter,
+        ),
         distill: args.distill,
         save_steps: args.save_steps,
         merge: args.merge,
         resume: args.resume,
+        overwrite: args.overwrite,
         eval: args.eval_data.map(|data| EvalSpec {
             data,
             run: args.eval_run,
@@ -232,4 +233,22 @@ fn watch_ctrl_c(stop: Arc<AtomicBool>) {
             }
         });
     });
+}
+
+/// The LoRA options, the model card's defaults where not given; `explicit` when any was given
+/// (encoders refuse them).
+fn lora_settings(
+    rank: Option<usize>,
+    alpha: Option<f64>,
+    targets: Option<Vec<String>>,
+    start: Option<PathBuf>,
+) -> LoraSettings {
+    let defaults = LoraSettings::default();
+    LoraSettings {
+        explicit: rank.is_some() || alpha.is_some() || targets.is_some(),
+        rank: rank.unwrap_or(defaults.rank),
+        alpha: alpha.unwrap_or(defaults.alpha),
+        targets: targets.unwrap_or(defaults.targets),
+        start,
+    }
 }

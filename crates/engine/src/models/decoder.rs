@@ -6,7 +6,7 @@
 use candle_core::{Device, Module, Tensor};
 use candle_nn::VarBuilder;
 
-use super::layers::{check_input, Activation, Linear, Numerics};
+use super::layers::{Activation, Linear, Numerics, PackedBatch};
 use crate::error::{Error, Result};
 use crate::input::ModelInput;
 use crate::ops::attention::{packed_attention, padded_attention, Heads, PaddedLayout};
@@ -157,13 +157,19 @@ impl Decoder {
         inputs: &[&ModelInput],
         depths: &[usize],
     ) -> Result<Vec<Tensor>> {
-        let packed = self.pack(inputs)?;
+        let packed = PackedBatch::new(
+            inputs,
+            self.spec.max_position_embeddings,
+            self.spec.vocab_size,
+            &self.device,
+        )?;
+        let last_token_rows = packed.last_token_rows()?;
         let deepest = depths.iter().copied().max().unwrap_or(self.layers.len());
         let mut x = self
             .numerics
             .round((self.embed_tokens.forward(&packed.ids)? * self.spec.embedding_scale)?)?;
         let mut states = Vec::with_capacity(depths.len());
-        let max_len = packed.seq_lens.iter().copied().max().unwrap_or(0);
+        let max_len = packed.max_len();
         // One rope table (and in training one padded grid) serves every layer of the batch.
         let rope = RopeTables::new(
             max_len,
@@ -185,14 +191,14 @@ impl Decoder {
             x = match &padded {
                 Some((layout, tables)) => self.layer_forward_padded(layer, &x, layout, tables)?,
                 None => {
-                    let rows = last_only.then_some(&packed.last_token_rows);
+                    let rows = last_only.then_some(&last_token_rows);
                     self.layer_forward(layer, &x, &packed.seq_lens, &rope, rows)?
                 }
             };
             if depths.contains(&(index + 1)) {
                 let last = match last_only {
                     true => x.clone(),
-                    false => x.index_select(&packed.last_token_rows, 0)?,
+                    false => x.index_select(&last_token_rows, 0)?,
                 };
                 states.push(self.norm.forward(&last)?);
             }
@@ -280,34 +286,6 @@ impl Decoder {
         let mlp = layer.down.forward(&hidden)?;
         self.numerics.round((x + (mlp * s.residual_scale)?)?)
     }
-
-    fn pack(&self, inputs: &[&ModelInput]) -> Result<PackedBatch> {
-        let mut ids = Vec::new();
-        let mut seq_lens = Vec::with_capacity(inputs.len());
-        let mut last_token_rows = Vec::with_capacity(inputs.len());
-        for input in inputs {
-            check_input(
-                input,
-                self.spec.max_position_embeddings,
-                self.spec.vocab_size,
-            )?;
-            ids.extend_from_slice(&input.ids);
-            seq_lens.push(input.len());
-            last_token_rows.push(ids.len() as u32 - 1);
-        }
-        let n = ids.len();
-        Ok(PackedBatch {
-            ids: Tensor::from_vec(ids, n, &self.device)?,
-            last_token_rows: Tensor::from_vec(last_token_rows, inputs.len(), &self.device)?,
-            seq_lens,
-        })
-    }
-}
-
-struct PackedBatch {
-    ids: Tensor,
-    last_token_rows: Tensor,
-    seq_lens: Vec<usize>,
 }
 
 /// (n, kv_heads, len, d) -> (n, kv_heads * group, len, d).

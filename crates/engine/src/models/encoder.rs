@@ -7,10 +7,10 @@
 
 use std::collections::HashMap;
 
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{Device, Module, Tensor};
 use candle_nn::VarBuilder;
 
-use super::layers::{check_input, Activation, LayerNorm, Linear, Numerics};
+use super::layers::{Activation, LayerNorm, Linear, Numerics, PackedBatch};
 use crate::error::{Error, Result};
 use crate::input::ModelInput;
 use crate::ops::attention::{packed_attention, padded_attention, Dropout, Heads, PaddedLayout};
@@ -165,7 +165,7 @@ impl EncoderLayer {
         })
     }
 
-    fn forward(&self, x: &Tensor, packed: &PackedBatch) -> candle_core::Result<Tensor> {
+    fn forward(&self, x: &Tensor, packed: &EncoderBatch) -> candle_core::Result<Tensor> {
         let hidden = x.dim(1)?;
         let qkv = self.qkv.forward(x)?;
         let context = match &packed.padded {
@@ -189,7 +189,7 @@ impl EncoderLayer {
                     head_dim: hidden / self.heads,
                     causal: false,
                 };
-                packed_attention(&qkv, &packed.seq_lens, heads, self.numerics)?
+                packed_attention(&qkv, &packed.tokens.seq_lens, heads, self.numerics)?
             }
         };
         let attended = self
@@ -293,8 +293,8 @@ impl Encoder {
         Ok(self.forward(&packed)?)
     }
 
-    fn forward(&self, packed: &PackedBatch) -> candle_core::Result<Tensor> {
-        let x = (self.word_embeddings.forward(&packed.ids)?
+    fn forward(&self, packed: &EncoderBatch) -> candle_core::Result<Tensor> {
+        let x = (self.word_embeddings.forward(&packed.tokens.ids)?
             + self.position_embeddings.forward(&packed.positions)?)?;
         let x = (x + self.token_type_embeddings.forward(&packed.type_ids)?)?;
         let x = self.embedding_norm.forward(&self.numerics.round(x)?)?;
@@ -302,22 +302,21 @@ impl Encoder {
         for layer in &self.layers {
             x = layer.forward(&x, packed)?;
         }
-        x.index_select(&packed.first_token_rows, 0)
+        x.index_select(&packed.tokens.first_token_rows()?, 0)
     }
 
-    fn pack(&self, inputs: &[&ModelInput]) -> Result<PackedBatch> {
-        let total: usize = inputs.iter().map(|i| i.len()).sum();
-        let mut ids = Vec::with_capacity(total);
+    fn pack(&self, inputs: &[&ModelInput]) -> Result<EncoderBatch> {
+        let tokens = PackedBatch::new(
+            inputs,
+            self.max_input_tokens(),
+            self.cfg.vocab_size,
+            &self.device,
+        )?;
+        let total: usize = tokens.seq_lens.iter().sum();
         let mut type_ids = Vec::with_capacity(total);
         let mut positions = Vec::with_capacity(total);
-        let mut seq_lens = Vec::with_capacity(inputs.len());
-        let mut first_token_rows = Vec::with_capacity(inputs.len());
         let pad = self.cfg.pad_token_id;
         for input in inputs {
-            check_input(input, self.max_input_tokens(), self.cfg.vocab_size)?;
-            first_token_rows.push(ids.len() as u32);
-            seq_lens.push(input.len());
-            ids.extend_from_slice(&input.ids);
             match self.flavor {
                 Flavor::XlmRoberta => {
                     // transformers: cumsum(ids != pad) * (ids != pad) + pad; a literal <pad> inside
@@ -352,34 +351,31 @@ impl Encoder {
             Tensor::from_vec(v, n, &self.device)
         };
         let padded = if self.numerics.differentiable {
-            Some(PaddedLayout::new(&seq_lens, &self.device)?)
+            Some(PaddedLayout::new(&tokens.seq_lens, &self.device)?)
         } else {
             None
         };
-        Ok(PackedBatch {
-            ids: tensor(ids)?,
+        Ok(EncoderBatch {
             type_ids: tensor(type_ids)?,
             positions: tensor(positions)?,
-            first_token_rows: tensor(first_token_rows)?,
-            seq_lens,
+            tokens,
             padded,
             dropout: self.dropout.clone(),
         })
     }
 }
 
-/// A batch of sequences laid end to end, with the padded layout attention uses when training.
-struct PackedBatch {
-    ids: Tensor,
+/// The packed tokens with what an encoder reads beside them: positions, segment ids and, when
+/// training, the padded layout attention uses and the dropout masks.
+struct EncoderBatch {
+    tokens: PackedBatch,
     type_ids: Tensor,
     positions: Tensor,
-    first_token_rows: Tensor,
-    seq_lens: Vec<usize>,
     padded: Option<PaddedLayout>,
     dropout: Option<Dropout>,
 }
 
-impl PackedBatch {
+impl EncoderBatch {
     fn hidden_dropout(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         match &self.dropout {
             Some(dropout) => dropout.hidden(x),
@@ -410,12 +406,12 @@ impl CrossEncoder {
         let h = cfg.hidden_size;
         let (dense, out) = match flavor {
             Flavor::XlmRoberta => (
-                Linear::load(vb.pp("classifier.dense"), h, h, true, numerics)?,
-                Linear::load(vb.pp("classifier.out_proj"), h, 1, true, numerics)?,
+                Linear::load(vb.pp("classifier.dense"), h, h, true, numerics.head())?,
+                Linear::load(vb.pp("classifier.out_proj"), h, 1, true, numerics.head())?,
             ),
             Flavor::Bert => (
-                Linear::load(vb.pp("bert.pooler.dense"), h, h, true, numerics)?,
-                Linear::load(vb.pp("classifier"), h, 1, true, numerics)?,
+                Linear::load(vb.pp("bert.pooler.dense"), h, h, true, numerics.head())?,
+                Linear::load(vb.pp("classifier"), h, 1, true, numerics.head())?,
             ),
         };
         Ok(Self {
@@ -430,15 +426,6 @@ impl CrossEncoder {
     /// Training: dropout on (masks drawn from `seed`) or off.
     pub fn set_dropout(&mut self, seed: Option<u64>) {
         self.encoder.set_dropout(seed);
-    }
-
-    /// One logit per input.
-    pub fn score(&self, inputs: &[&ModelInput]) -> Result<Vec<f32>> {
-        if inputs.is_empty() {
-            return Ok(Vec::new());
-        }
-        let logits = self.logits(inputs)?;
-        Ok(logits.to_dtype(DType::F32)?.to_vec1::<f32>()?)
     }
 
     /// The logits as a tensor (inputs,), part of the autograd graph when the weights are variables.

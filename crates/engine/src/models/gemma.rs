@@ -79,21 +79,28 @@ impl GemmaReranker {
                 cfg.vocab_size
             )));
         }
+        let head_row = |name: &str| -> Result<Tensor> {
+            let head = vb.get((cfg.vocab_size, cfg.hidden_size), name)?;
+            // The row's values in a tensor of their own: a row view (or candle's `copy`, which
+            // clones the whole storage) would keep the whole table alive, 2 GB for Gemma.
+            let row = head.get(yes_token as usize)?.to_dtype(DType::F32)?;
+            let row = Tensor::from_vec(row.to_vec1::<f32>()?, cfg.hidden_size, head.device())?;
+            Ok(numerics.round(row)?)
+        };
+        let untied = !cfg.tie_word_embeddings && vb.contains_tensor("lm_head.weight");
+        // The "Yes" row is the score head: with int8 tables it is read exactly, not from the
+        // table's int8 copy (and before the layers are loaded, to keep the load's peak low).
+        let exact_row = match (untied, numerics.quantizes()) {
+            (true, _) => Some(head_row("lm_head.weight")?),
+            (false, true) => Some(head_row("model.embed_tokens.weight")?),
+            (false, false) => None,
+        };
         let decoder = Decoder::load(vb.pp("model"), cfg.spec(), numerics)?;
-        let yes_row = if !cfg.tie_word_embeddings && vb.contains_tensor("lm_head.weight") {
-            let head = vb.get((cfg.vocab_size, cfg.hidden_size), "lm_head.weight")?;
-            numerics.round(head.get(yes_token as usize)?.to_dtype(DType::F32)?)?
-        } else {
-            decoder.embedding_rows(&[yes_token])?.squeeze(0)?
+        let yes_row = match exact_row {
+            Some(row) => row,
+            None => decoder.embedding_rows(&[yes_token])?.squeeze(0)?,
         };
         Ok(Self { decoder, yes_row })
-    }
-
-    pub fn score(&self, inputs: &[&ModelInput]) -> Result<Vec<f32>> {
-        if inputs.is_empty() {
-            return Ok(Vec::new());
-        }
-        Ok(self.logits(inputs)?.to_vec1::<f32>()?)
     }
 
     /// The "Yes" logits as a tensor (inputs,), part of the autograd graph when trained.

@@ -109,7 +109,7 @@ impl LayerwiseReranker {
                     cfg.hidden_size,
                     1,
                     false,
-                    numerics,
+                    numerics.head(),
                 )
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
@@ -142,21 +142,6 @@ impl LayerwiseReranker {
             )));
         }
         Ok(layers)
-    }
-
-    /// For each input, one score per layer of `layers` (already resolved: sorted, in range).
-    pub fn score(&self, inputs: &[&ModelInput], layers: &[usize]) -> Result<Vec<Vec<f32>>> {
-        if inputs.is_empty() {
-            return Ok(Vec::new());
-        }
-        let per_layer = self
-            .layer_logits(inputs, layers)?
-            .iter()
-            .map(|t| t.to_vec1::<f32>())
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        Ok((0..inputs.len())
-            .map(|i| per_layer.iter().map(|layer| layer[i]).collect())
-            .collect())
     }
 
     /// One logit tensor (inputs,) per layer of `layers`, part of the autograd graph when trained.

@@ -2,6 +2,7 @@
 //! weight matrix is held and multiplied:
 //! - inference on a CPU with our kernels: packed once at load into panels in the compute precision
 //!   (f32, bf16 or f16 storage; see `gemm`), and the candle tensor dropped;
+//! - int8 inference (any kernel): quantized once at load into int8 panels (see `gemm::int8`);
 //! - training, a LoRA pair being trained, or the `candle` kernel: an f32 candle tensor (on the
 //!   precision's grid) multiplied by candle, which records gradients.
 
@@ -114,13 +115,20 @@ impl Linear {
         };
         drop(parts);
         let packable = lora.is_none() && !numerics.differentiable;
-        let weight = match numerics.kernel {
-            MatmulKernel::Avx512 if packable => Weight::Packed {
-                w: Arc::new(pack(&w)?),
+        // int8 runs on every kernel (the portable loop where VNNI is missing); float panels need
+        // ours, else candle multiplies the tensor.
+        let packed = match numerics.kernel {
+            _ if packable && numerics.quantizes() => Some(quantize(&w)?),
+            MatmulKernel::Avx512 if packable => Some(pack(&w)?),
+            _ => None,
+        };
+        let weight = match packed {
+            Some(packed) => Weight::Packed {
+                w: Arc::new(packed),
                 bias: bias.map(|b| b.to_vec1::<f32>().map(Arc::new)).transpose()?,
                 kernel: numerics.kernel,
             },
-            _ => Weight::Tensor {
+            None => Weight::Tensor {
                 w: w.to_dtype(DType::F32)?,
                 bias,
             },
@@ -153,6 +161,13 @@ fn pack(w: &Tensor) -> Result<PackedWeight> {
             Ok(PackedWeight::from_f32(&values, n, k))
         }
     }
+}
+
+/// Quantizes an (out, in) matrix to int8, one scale per output channel.
+fn quantize(w: &Tensor) -> Result<PackedWeight> {
+    let (n, k) = w.dims2()?;
+    let values = w.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    Ok(PackedWeight::quantize_int8(&values, n, k))
 }
 
 /// The stacked layers' LoRA pairs as one: the A matrices stacked, and a block-diagonal B in which

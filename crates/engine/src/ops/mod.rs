@@ -27,9 +27,27 @@ pub struct Numerics {
     pub differentiable: bool,
     /// Which kernel multiplies by weight matrices (training and the fallback: candle).
     pub kernel: MatmulKernel,
+    /// Inference with the transformer layers' weight matrices quantized to int8 (one scale per
+    /// output channel) and their inputs per row on the fly (`gemm::int8`), embedding tables as int8
+    /// rows; the rest (norms, softmax, attention, score heads) in f32.
+    pub int8: bool,
 }
 
 impl Numerics {
+    /// The numerics of a score head: never int8. A head is one or two small matrices whose output
+    /// is the score itself, so quantizing it saves nothing and costs accuracy where it shows most.
+    pub fn head(self) -> Self {
+        Self {
+            int8: false,
+            ..self
+        }
+    }
+
+    /// Whether `Linear` holds its weights as int8.
+    pub fn quantizes(&self) -> bool {
+        self.int8 && !self.differentiable
+    }
+
     pub fn round(&self, x: Tensor) -> Result<Tensor> {
         let Some(dtype) = self.round_to else {
             return Ok(x);
@@ -79,6 +97,7 @@ impl Default for Numerics {
             round_to: None,
             differentiable: false,
             kernel: MatmulKernel::Candle,
+            int8: false,
         }
     }
 }

@@ -49,15 +49,32 @@ pub fn model_shapes(m: usize) -> Vec<(&'static str, Shape)> {
     ]
 }
 
+/// The instruction a kernel's inner loop is built on: what its speed is compared with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Instruction {
+    /// VFMADD231PS zmm (f32, bf16 and f16 panels, widened to f32).
+    Fma512,
+    /// VDPBF16PS zmm.
+    DotBf16,
+    /// VPDPBUSD zmm (int8).
+    DotU8S8,
+    /// VFMADD231PS ymm.
+    Fma256,
+}
+
 /// What one measurement found.
 #[derive(Debug, Clone)]
 pub struct Measurement {
     pub path: String,
+    /// GFLOP/s (GOP/s for int8).
     pub gflops: f64,
+    /// The instruction whose peak bounds it (`None`: candle's, or a portable loop).
+    pub instruction: Option<Instruction>,
 }
 
-/// GFLOP/s of every matmul path this CPU has on `shape` (best of `repeat` runs): candle's f32
-/// matmul, and our kernels on f32, bf16 and f16 panels.
+/// GFLOP/s (GOP/s for int8) of every matmul path this CPU has on `shape` (best of `repeat` runs):
+/// candle's f32 matmul, our kernels on f32, bf16 and f16 panels, and the int8 product (VNNI or the
+/// portable loop; activations quantized inside the timing, as in a model).
 pub fn measure_shape(shape: Shape, repeat: usize) -> candle_core::Result<Vec<Measurement>> {
     let Shape { m, k, n } = shape;
     let x: Vec<f32> = (0..m * k)
@@ -91,6 +108,7 @@ pub fn measure_shape(shape: Shape, repeat: usize) -> candle_core::Result<Vec<Mea
     found.push(Measurement {
         path: "candle f32".into(),
         gflops,
+        instruction: None,
     });
     let cpu = CpuFeatures::detect();
     if MatmulKernel::Avx512.supported(cpu) {
@@ -102,9 +120,23 @@ pub fn measure_shape(shape: Shape, repeat: usize) -> candle_core::Result<Vec<Mea
             found.push(Measurement {
                 path: format!("avx512 {} weights", packed.storage_name()),
                 gflops,
+                instruction: Some(Instruction::Fma512),
             });
         }
     }
+    let int8 = PackedWeight::quantize_int8(&w, n, k);
+    let kernel = MatmulKernel::best(cpu);
+    let mut y = vec![0f32; m * n];
+    let gflops = best(&mut || gemm::matmul(kernel, &x, m, &int8, None, &mut y));
+    let vnni = kernel == MatmulKernel::Avx512 && cpu.avx512_vnni;
+    found.push(Measurement {
+        path: match vnni {
+            true => "avx512-vnni int8 weights".into(),
+            false => "portable int8 weights".into(),
+        },
+        gflops,
+        instruction: vnni.then_some(Instruction::DotU8S8),
+    });
     Ok(found)
 }
 
@@ -119,18 +151,28 @@ pub fn peaks() -> Vec<Measurement> {
             found.push(Measurement {
                 path: "AVX-512 f32 FMA (VFMADD231PS zmm)".into(),
                 gflops: on_all_threads(|| unsafe { x86::fma512() }),
+                instruction: Some(Instruction::Fma512),
             });
         }
         if cpu.avx512_bf16 {
             found.push(Measurement {
                 path: "AVX-512 bf16 dot (VDPBF16PS zmm)".into(),
                 gflops: on_all_threads(|| unsafe { x86::dpbf16() }),
+                instruction: Some(Instruction::DotBf16),
+            });
+        }
+        if cpu.avx512_vnni {
+            found.push(Measurement {
+                path: "AVX-512 int8 dot (VPDPBUSD zmm), GOP/s".into(),
+                gflops: on_all_threads(|| unsafe { x86::dpbusd() }),
+                instruction: Some(Instruction::DotU8S8),
             });
         }
         if cpu.avx2_fma {
             found.push(Measurement {
                 path: "AVX2 f32 FMA (VFMADD231PS ymm)".into(),
                 gflops: on_all_threads(|| unsafe { x86::fma256() }),
+                instruction: Some(Instruction::Fma256),
             });
         }
     }
@@ -189,6 +231,23 @@ mod x86 {
             .fold(_mm512_setzero_ps(), |s, v| _mm512_add_ps(s, *v));
         std::hint::black_box(sum);
         (ITERATIONS / 12 * 12 * 64) as f64
+    }
+
+    /// 12 independent VPDPBUSD chains: 64 multiply-adds (128 integer ops) each.
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    pub unsafe fn dpbusd() -> f64 {
+        let mut acc = [_mm512_setzero_si512(); 12];
+        let (a, b) = (_mm512_set1_epi8(3), _mm512_set1_epi8(-2));
+        for _ in 0..ITERATIONS / 12 {
+            for v in acc.iter_mut() {
+                *v = _mm512_dpbusd_epi32(*v, a, b);
+            }
+        }
+        let sum = acc
+            .iter()
+            .fold(_mm512_setzero_si512(), |s, v| _mm512_add_epi32(s, *v));
+        std::hint::black_box(sum);
+        (ITERATIONS / 12 * 12 * 128) as f64
     }
 
     #[target_feature(enable = "avx2,fma")]

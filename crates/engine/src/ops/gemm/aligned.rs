@@ -11,6 +11,7 @@ struct Line([u8; 64]);
 pub trait Plain: Copy + 'static {}
 impl Plain for f32 {}
 impl Plain for u16 {}
+impl Plain for i8 {}
 
 /// A fixed-length, zero-initialised, cache-line-aligned vector.
 #[derive(Clone)]

@@ -123,6 +123,8 @@ impl Product<'_> {
                         widen_f16(v.as_ptr().add(offset), kc * NR, widened);
                         widened
                     }
+                    // `matmul` sends int8 panels to their own kernels; attention packs f32.
+                    PanelData::Int8(_) => unreachable!("int8 panels reached the f32 kernel"),
                 };
                 let cols = NR.min(self.cols - j * NR);
                 // The bias is added once, when the first k slice is stored; later slices accumulate.

@@ -15,13 +15,16 @@
 mod aligned;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+pub mod int8;
+#[cfg(target_arch = "x86_64")]
+mod vnni;
 
 pub use aligned::Aligned;
 use aligned::Plain;
 
 use rayon::prelude::*;
 
-use super::cpu::MatmulKernel;
+use super::cpu::{CpuFeatures, MatmulKernel};
 
 /// Output columns per panel: two 512-bit vectors of f32.
 pub const NR: usize = 32;
@@ -45,6 +48,8 @@ pub enum PanelData {
     Bf16(Aligned<u16>),
     /// IEEE half bit patterns.
     F16(Aligned<u16>),
+    /// Quantized, in the layout of the int8 kernels (see `int8`).
+    Int8(int8::Int8Panels),
 }
 
 /// A weight matrix (n outputs x k inputs) in panel layout.
@@ -98,6 +103,12 @@ impl PackedWeight {
         Self { n, k, data }
     }
 
+    /// Quantizes a row-major (n x k) f32 matrix to int8, one scale per output channel.
+    pub fn quantize_int8(w: &[f32], n: usize, k: usize) -> Self {
+        let data = PanelData::Int8(int8::Int8Panels::quantize(w, n, k));
+        Self { n, k, data }
+    }
+
     /// The matrix in each storage the kernels read (f32, bf16, f16), for tests and probes.
     pub fn in_every_storage(w: &[f32], n: usize, k: usize) -> [PackedWeight; 3] {
         let bf16: Vec<u16> = w
@@ -130,6 +141,7 @@ impl PackedWeight {
             PanelData::F32(_) => "f32",
             PanelData::Bf16(_) => "bf16",
             PanelData::F16(_) => "f16",
+            PanelData::Int8(_) => "int8",
         }
     }
 
@@ -138,16 +150,21 @@ impl PackedWeight {
         match &self.data {
             PanelData::F32(v) => v.len() * 4,
             PanelData::Bf16(v) | PanelData::F16(v) => v.len() * 2,
+            PanelData::Int8(q) => q.bytes(),
         }
     }
 
-    /// One weight, widened to f32 (for tests and the reference product).
+    /// One weight, widened to f32 (dequantized for int8), for tests and the reference product.
     pub fn get(&self, row: usize, col: usize) -> f32 {
+        if let PanelData::Int8(q) = &self.data {
+            return q.get(row, col);
+        }
         let at = (row / NR) * self.k * NR + col * NR + row % NR;
         match &self.data {
             PanelData::F32(v) => v[at],
             PanelData::Bf16(v) => f32::from_bits((v[at] as u32) << 16),
             PanelData::F16(v) => half::f16::from_bits(v[at]).to_f32(),
+            PanelData::Int8(_) => unreachable!("handled above"),
         }
     }
 }
@@ -178,6 +195,12 @@ pub fn matmul(
             }
         }
         return;
+    }
+    if let PanelData::Int8(q) = &w.data {
+        // Every kernel runs int8 weights: VPDPBUSD where the CPU has it, else the portable loop
+        // on the same integers.
+        let vnni = kernel == MatmulKernel::Avx512 && CpuFeatures::detect().avx512_vnni;
+        return int8::matmul(vnni, x, m, q, bias, y);
     }
     match kernel {
         #[cfg(target_arch = "x86_64")]

@@ -118,3 +118,85 @@ fn tasks_cover_the_output_once() {
         assert!(seen.iter().all(|&c| c == 1), "m={m} panels={panels}");
     }
 }
+
+/// int8: every kernel gives the very same values (the integer sums are exact and the store is the
+/// same fused multiply-add), and they differ from the f64 product over the dequantized weights by no
+/// more than the activations' rounding allows: half a quantization step per input, times |w|.
+#[test]
+fn int8_kernels_agree_and_stay_within_the_activation_rounding() {
+    for &(m, k, n) in SHAPES {
+        // Shifted so that rows are not symmetric around zero (the zero point matters).
+        let x: Vec<f32> = values(m * k, (m * 7 + k) as u64)
+            .iter()
+            .map(|v| 2.0 * v + 0.5)
+            .collect();
+        let w = values(n * k, (n * 5 + k) as u64);
+        let bias = values(n, 11);
+        let packed = PackedWeight::quantize_int8(&w, n, k);
+        let mut expected = vec![0.0; m * n];
+        reference(&x, m, &packed, Some(&bias), &mut expected);
+        let mut portable = vec![f32::NAN; m * n];
+        matmul(
+            MatmulKernel::Candle,
+            &x,
+            m,
+            &packed,
+            Some(&bias),
+            &mut portable,
+        );
+        for i in 0..m {
+            let row = &x[i * k..(i + 1) * k];
+            let high = row.iter().fold(0f32, |a, &v| a.max(v));
+            let low = row.iter().fold(0f32, |a, &v| a.min(v));
+            let step = (high - low) / 255.0;
+            for j in 0..n {
+                let weight_sum: f32 = (0..k).map(|p| packed.get(j, p).abs()).sum();
+                let bound = 0.5 * step * weight_sum * 1.001 + 1e-5;
+                let error = (portable[i * n + j] - expected[i * n + j]).abs();
+                assert!(
+                    error <= bound,
+                    "m={m} k={k} n={n} ({i}, {j}): error {error} > bound {bound}"
+                );
+            }
+        }
+        for kernel in kernels() {
+            let mut got = vec![f32::NAN; m * n];
+            matmul(kernel, &x, m, &packed, Some(&bias), &mut got);
+            assert_eq!(
+                got, portable,
+                "{kernel} int8 differs from the portable loop"
+            );
+        }
+    }
+}
+
+#[test]
+fn int8_quantization_keeps_each_channel_within_half_a_step() {
+    let (n, k) = (37, 9);
+    let mut w = values(n * k, 4);
+    w[5 * k..6 * k].fill(0.0); // an all-zero channel
+    let packed = PackedWeight::quantize_int8(&w, n, k);
+    for row in 0..n {
+        let max = w[row * k..(row + 1) * k]
+            .iter()
+            .fold(0f32, |a, v| a.max(v.abs()));
+        for col in 0..k {
+            let error = (packed.get(row, col) - w[row * k + col]).abs();
+            assert!(error <= max / 254.0 * 1.0001, "({row}, {col}): {error}");
+        }
+    }
+    assert_eq!(packed.storage_name(), "int8");
+}
+
+#[test]
+fn round_small_rounds_half_to_even_like_the_vector_conversion() {
+    for x in [
+        0.5f32, 1.5, 2.5, -0.5, -1.5, 126.5, 127.49, -127.5, 254.5, 0.0, -0.0, 3.7, -3.7,
+    ] {
+        assert_eq!(int8::round_small(x), x.round_ties_even(), "{x}");
+    }
+    for v in values(10_000, 9) {
+        let x = v * 300.0;
+        assert_eq!(int8::round_small(x), x.round_ties_even(), "{x}");
+    }
+}
