@@ -148,3 +148,75 @@ fn metrics_deeper_than_the_list_are_marked() {
     assert!(table.contains("recall@20 (of top 5)"), "{table}");
     assert!(!stderr.contains("ndcg@5 cuts"), "{stderr}");
 }
+
+/// `--first-stage-only` over several data sets: an average row, `--report` and `--save-run` written
+/// as for a reranker, and model options (which would have no effect) refused.
+#[test]
+fn first_stage_only_averages_and_writes_what_it_is_asked() {
+    let out = tempfile::tempdir().unwrap();
+    let slice = fixtures().join("scifact-slice");
+    // The same data under a second name: two data sets.
+    let twin = out.path().join("twin");
+    for sub in ["", "qrels", "runs"] {
+        std::fs::create_dir_all(twin.join(sub)).unwrap();
+        for entry in std::fs::read_dir(slice.join(sub)).unwrap() {
+            let entry = entry.unwrap();
+            if entry.path().is_file() {
+                std::fs::copy(entry.path(), twin.join(sub).join(entry.file_name())).unwrap();
+            }
+        }
+    }
+    let run = slice.join("runs/bm25.top20.trec");
+    let report = out.path().join("fs/report");
+    let saved = out.path().join("first.trec");
+    let mut args = vec![
+        "eval".to_string(),
+        "--first-stage-only".into(),
+        "--metrics".into(),
+        "ndcg@10,recall@10".into(),
+        "--top-k".into(),
+        "10".into(),
+        "--report".into(),
+        report.to_string_lossy().into_owned(),
+        "--save-run".into(),
+        saved.to_string_lossy().into_owned(),
+    ];
+    for data in [&slice, &twin] {
+        args.extend([
+            "--data".to_string(),
+            data.to_string_lossy().into_owned(),
+            "--run".into(),
+            run.to_string_lossy().into_owned(),
+        ]);
+    }
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, table, stderr) = bge_rerank(&argv);
+    assert!(ok, "{stderr}");
+    let row = |name: &str| -> Vec<String> {
+        (table.lines())
+            .filter(|l| l.starts_with(name) && l.contains("ndcg@10"))
+            .map(|l| l.split_whitespace().last().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(row("average"), row("scifact-slice"), "{table}");
+    assert!(!row("average").is_empty(), "{table}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report.with_extension("json")).unwrap())
+            .unwrap();
+    assert!(json["average"]["ndcg@10"].is_number(), "{json}");
+    assert!(
+        json["data_sets"]["twin"]["metrics"]["recall@10"].is_number(),
+        "{json}"
+    );
+    assert!(report.with_extension("md").is_file());
+    for name in ["first.scifact-slice.trec", "first.twin.trec"] {
+        let run = std::fs::read_to_string(out.path().join(name)).unwrap();
+        assert!(run.lines().count() >= 10, "{name}");
+    }
+
+    let model = fixtures().join("xlmr-reranker");
+    let mut with_model = argv.clone();
+    with_model.extend(["--model", model.to_str().unwrap()]);
+    let (ok, _, stderr) = bge_rerank(&with_model);
+    assert!(!ok && stderr.contains("have no effect"), "{stderr}");
+}

@@ -453,14 +453,6 @@ async fn bad_input_gets_a_clear_4xx() {
         ),
         (
             "/rerank",
-            json!({"query": "  ", "texts": ["a"]})
-                .to_string()
-                .into_bytes(),
-            422,
-            "validation",
-        ),
-        (
-            "/rerank",
             json!({"query": "q", "texts": ["a"], "colour": "red"})
                 .to_string()
                 .into_bytes(),
@@ -750,4 +742,43 @@ async fn a_missing_model_is_named_once() {
         error.starts_with("model `m`: ") && error.matches("/nope").count() == 1,
         "{error}"
     );
+}
+
+/// One rule for an empty query on every route (and in the CLI): it is scored, as FlagEmbedding does.
+#[tokio::test]
+async fn an_empty_query_is_scored_on_every_route() {
+    let server = serve().await;
+    let reranker = Reranker::load(&fixture("xlmr-reranker"), &LoadOptions::default()).unwrap();
+    let want = reranker
+        .compute_score(&[("  ", "pandas eat bamboo")], &ScoreOptions::default())
+        .unwrap()[0];
+    let (status, body) = post(
+        &server,
+        "/score",
+        json!({"pairs": [["  ", "pandas eat bamboo"]]}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["scores"][0].as_f64()),
+        (200, Some(want)),
+        "{body}"
+    );
+    let (status, body) = post(
+        &server,
+        "/rerank",
+        json!({"query": "  ", "texts": ["pandas eat bamboo"], "raw_scores": true}),
+    )
+    .await;
+    assert_eq!(
+        (status, body[0]["score"].as_f64()),
+        (200, Some(want)),
+        "{body}"
+    );
+    let (status, body) = post(
+        &server,
+        "/v1/rerank",
+        json!({"query": "", "documents": ["pandas eat bamboo"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
 }

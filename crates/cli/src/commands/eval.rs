@@ -8,6 +8,8 @@ use bge_rerank_eval::{
 };
 use clap::Args;
 
+use bge_rerank_engine::Precision;
+
 use crate::model_args::{score_options, BatchArgs, InputArgs, OptionalModelArgs};
 use crate::progress::Ui;
 
@@ -103,15 +105,7 @@ pub fn run(args: EvalArgs, ui: Ui) -> anyhow::Result<()> {
         )?;
         bar.finish_and_clear();
         if let Some(out) = &args.save_run {
-            let path = if data_sets.len() > 1 {
-                let ext = out
-                    .extension()
-                    .map(|e| e.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| "trec".into());
-                out.with_extension(format!("{}.{ext}", data.name()))
-            } else {
-                out.clone()
-            };
+            let path = run_path(out, data, data_sets.len());
             write_run(&path, &result.reranked_run, "bge-rerank")?;
             eprintln!("wrote {}", path.display());
         }
@@ -126,31 +120,113 @@ pub fn run(args: EvalArgs, ui: Ui) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where `--save-run OUT` writes a data set's run: OUT itself, or with several data sets OUT with the
+/// data set's name before the extension.
+fn run_path(out: &std::path::Path, data: &DataSet, data_sets: usize) -> PathBuf {
+    if data_sets < 2 {
+        return out.to_path_buf();
+    }
+    let ext = out
+        .extension()
+        .map(|e| e.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "trec".into());
+    out.with_extension(format!("{}.{ext}", data.name()))
+}
+
+/// Writes OUT.EXT for each (EXT, text), creating OUT's folder.
+fn write_texts(out: &std::path::Path, texts: &[(&str, String)]) -> anyhow::Result<()> {
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    for (ext, text) in texts {
+        let path = out.with_extension(ext);
+        std::fs::write(&path, text)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// The first stage's figures alone: a row per data set and metric, the average over data sets,
+/// `--save-run` (its run cut to --top-k) and `--report` (OUT.json, OUT.md) as for a reranker.
 fn first_stage_only(
     args: &EvalArgs,
     data_sets: &[DataSet],
     options: &EvalOptions,
 ) -> anyhow::Result<()> {
-    println!(
-        "{:<16}{:<14}{:>8}  first stage",
-        "data set", "metric", "queries"
-    );
+    // Options that only a reranker uses would be silently ignored: refuse them.
+    let model = &args.model;
+    if model.model.is_some() || model.adapter.is_some() || model.dtype != Precision::Auto {
+        anyhow::bail!(
+            "--first-stage-only scores nothing: --model, --adapter and --dtype have no effect with it"
+        );
+    }
+    let mut rows = Vec::new();
+    let mut per_set = serde_json::Map::new();
+    let mut sums = vec![0.0; options.metrics.len()];
     for (i, data) in data_sets.iter().enumerate() {
         let stage = first_stage(data, args.run.get(i).map(PathBuf::as_path), options)?;
         let evaluation = stage.evaluate(&options.metrics);
-        for (metric, value) in options.metrics.iter().zip(&evaluation.mean) {
-            println!(
-                "{:<16}{:<14}{:>8}  {value:.4}",
-                data.name(),
-                metric.name,
-                evaluation.num_queries()
-            );
+        let mut metrics = serde_json::Map::new();
+        for (m, (metric, value)) in options.metrics.iter().zip(&evaluation.mean).enumerate() {
+            sums[m] += value;
+            metrics.insert(metric.name.clone(), serde_json::json!(value));
         }
-        println!("{}: {}", data.name(), stage.name);
+        per_set.insert(
+            data.name().to_string(),
+            serde_json::json!({"first_stage": stage.name, "queries": evaluation.num_queries(),
+                               "metrics": metrics}),
+        );
         if let Some(out) = &args.save_run {
-            write_run(out, &stage.run, "first-stage")?;
-            eprintln!("wrote {}", out.display());
+            let path = run_path(out, data, data_sets.len());
+            write_run(&path, &stage.run, "first-stage")?;
+            eprintln!("wrote {}", path.display());
         }
+        rows.push((
+            data.name().to_string(),
+            evaluation.num_queries(),
+            evaluation.mean,
+        ));
+    }
+    if data_sets.len() > 1 {
+        let n = data_sets.len() as f64;
+        rows.push(("average".into(), 0, sums.iter().map(|s| s / n).collect()));
+    }
+    let mut table = format!(
+        "{:<16}{:<14}{:>8}  first stage\n",
+        "data set", "metric", "queries"
+    );
+    let mut markdown =
+        String::from("| data set | metric | queries | first stage |\n|---|---|---|---|\n");
+    for (name, queries, means) in &rows {
+        let queries = if *queries > 0 {
+            queries.to_string()
+        } else {
+            String::new()
+        };
+        for (metric, value) in options.metrics.iter().zip(means) {
+            let metric = &metric.name;
+            table.push_str(&format!("{name:<16}{metric:<14}{queries:>8}  {value:.4}\n"));
+            markdown.push_str(&format!("| {name} | {metric} | {queries} | {value:.4} |\n"));
+        }
+    }
+    print!("{table}");
+    if let Some(out) = &args.report {
+        let average = rows
+            .last()
+            .filter(|_| data_sets.len() > 1)
+            .map(|(_, _, means)| {
+                (options.metrics.iter().zip(means))
+                    .map(|(m, v)| (m.name.clone(), serde_json::json!(v)))
+                    .collect::<serde_json::Map<_, _>>()
+            });
+        let json = serde_json::json!({"data_sets": per_set, "average": average});
+        write_texts(
+            out,
+            &[
+                ("json", serde_json::to_string_pretty(&json)?),
+                ("md", markdown),
+            ],
+        )?;
     }
     Ok(())
 }
