@@ -502,7 +502,7 @@ fn layerwise_cutoff_layers_from_the_cli() {
     );
     assert!(!out.status.success());
     assert!(
-        stderr(&out).contains("single --cutoff-layers"),
+        stderr(&out).contains("ranking orders by one score"),
         "{}",
         stderr(&out)
     );

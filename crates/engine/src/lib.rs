@@ -27,6 +27,7 @@ pub mod model_folder;
 pub mod models;
 pub mod ops;
 pub mod precision;
+pub mod ranking;
 pub mod reranker;
 pub mod safetensors_file;
 pub mod text;

@@ -134,7 +134,7 @@ pub fn read_run(path: &Path) -> Result<Run> {
 pub fn write_run(path: &Path, run: &Run, tag: &str) -> Result<()> {
     let mut text = String::new();
     for (qid, docs) in run {
-        for (rank, (docid, score)) in crate::metrics::trec_order(docs).iter().enumerate() {
+        for (rank, (docid, score)) in trec_order(docs).iter().enumerate() {
             text.push_str(&format!("{qid} Q0 {docid} {} {score:.6} {tag}\n", rank + 1));
         }
     }
@@ -314,4 +314,14 @@ impl DataSet {
         }
         Ok(())
     }
+}
+
+/// A query's documents in trec_eval's order: score descending, then document id descending.
+pub fn trec_order(docs: &[(String, f64)]) -> Vec<(String, f64)> {
+    let mut sorted = docs.to_vec();
+    sorted.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
+    // A document listed twice counts once, at its best position.
+    let mut seen = std::collections::HashSet::new();
+    sorted.retain(|(d, _)| seen.insert(d.clone()));
+    sorted
 }

@@ -196,12 +196,9 @@ pub fn evaluate_dataset(
     on_scored: &dyn Fn(usize),
 ) -> Result<DataSetResult> {
     let start = Instant::now();
-    let layers = reranker.resolve_layers(options.score.cutoff_layers.as_deref())?;
-    if layers.len() > 1 {
-        return Err(EvalError::Invalid(
-            "reranking orders by one score: give a single cutoff layer".into(),
-        ));
-    }
+    let layers = bge_rerank_engine::ranking::one_score_per_pair(
+        reranker.resolve_layers(options.score.cutoff_layers.as_deref())?,
+    )?;
     let FirstStage {
         name: first_stage_name,
         qrels,

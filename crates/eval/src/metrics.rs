@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
+pub use crate::data::trec_order;
 use crate::data::{Qrels, Run};
 use crate::error::EvalError;
 
@@ -98,16 +99,6 @@ pub fn mark_deeper_than(metrics: &mut [Metric], depth: usize) -> Vec<String> {
         }
     }
     warnings
-}
-
-/// A query's documents in trec_eval's order: score descending, then document id descending.
-pub fn trec_order(docs: &[(String, f64)]) -> Vec<(String, f64)> {
-    let mut sorted = docs.to_vec();
-    sorted.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
-    // A document listed twice counts once, at its best position.
-    let mut seen = std::collections::HashSet::new();
-    sorted.retain(|(d, _)| seen.insert(d.clone()));
-    sorted
 }
 
 /// One query's value of `metric`.

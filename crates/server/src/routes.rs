@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use bge_rerank_engine::{finish_score, InputOptions};
+use bge_rerank_engine::{finish_score, ranking, InputOptions};
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
@@ -87,24 +87,22 @@ async fn score_pairs(
     }
 }
 
-fn single_scores(output: &JobOutput, normalize: bool) -> Result<Vec<f64>, ApiError> {
-    output
-        .scores
-        .iter()
-        .map(|layers| match layers.as_slice() {
-            [one] => Ok(finish_score(*one, normalize)),
-            _ => Err(ApiError::validation(
-                "reranking orders by one score: ask for a single cutoff layer",
-            )),
-        })
+/// Scores of a ranking request, one per pair (`score_for_ranking` checked that there is one).
+fn single_scores(output: &JobOutput, normalize: bool) -> Vec<f64> {
+    (output.scores.iter())
+        .map(|layers| finish_score(layers[0], normalize))
         .collect()
 }
 
-/// Indices sorted by score, best first (ties by index).
-fn ranking(scores: &[f64]) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..scores.len()).collect();
-    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
-    order
+/// Ranking orders by one score: a request for several layers is refused before it is scored.
+fn check_ranking_layers(model: &ServedModel, knobs: &Knobs) -> Result<(), ApiError> {
+    let layers = model
+        .reranker
+        .resolve_layers(knobs.cutoff_layers.as_deref())
+        .and_then(ranking::one_score_per_pair);
+    layers
+        .map(|_| ())
+        .map_err(|e| ApiError::validation(e.to_string()))
 }
 
 pub async fn tei_rerank(
@@ -128,9 +126,10 @@ pub async fn tei_rerank(
         .iter()
         .map(|t| (request.query.clone(), t.clone()))
         .collect();
+    check_ranking_layers(model, &request.knobs())?;
     let output = score_pairs(&state, model, pairs, &request.knobs(), request.truncate).await?;
-    let scores = single_scores(&output, !request.raw_scores)?;
-    let ranks: Vec<TeiRank> = ranking(&scores)
+    let scores = single_scores(&output, !request.raw_scores);
+    let ranks: Vec<TeiRank> = ranking::rank(&scores)
         .into_iter()
         .map(|index| TeiRank {
             index,
@@ -159,11 +158,12 @@ pub async fn cohere_rerank(
         .iter()
         .map(|d| (request.query.clone(), d.text().to_string()))
         .collect();
+    check_ranking_layers(model, &request.knobs())?;
     let output = score_pairs(&state, model, pairs, &request.knobs(), true).await?;
-    let scores = single_scores(&output, true)?;
+    let scores = single_scores(&output, true);
     let top_n = request.top_n.unwrap_or(scores.len());
     let return_documents = request.return_documents.unwrap_or(false);
-    let results = ranking(&scores)
+    let results = ranking::rank(&scores)
         .into_iter()
         .take(top_n)
         .map(|index| CohereResult {
@@ -210,10 +210,7 @@ pub async fn score(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Re
                 .iter()
                 .map(|&s| finish_score(s, request.normalize))
                 .collect();
-            match values.as_slice() {
-                [one] => serde_json::json!(one),
-                several => serde_json::json!(several),
-            }
+            ranking::scores_json(&values)
         })
         .collect();
     Ok(Json(ScoreResponse { scores }).into_response())

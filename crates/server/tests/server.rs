@@ -782,3 +782,39 @@ async fn an_empty_query_is_scored_on_every_route() {
     .await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// Ranking routes refuse several cutoff layers before scoring, with the engine's one message.
+#[tokio::test]
+async fn ranking_needs_one_layer() {
+    let server = serve_with(
+        &[&format!(
+            "layerwise={}",
+            fixture("minicpm-layerwise-reranker")
+        )],
+        Limits::default(),
+        None,
+    )
+    .await;
+    for (route, body) in [
+        (
+            "/rerank",
+            json!({"query": "q", "texts": ["a", "b"], "cutoff_layers": [9, 10]}),
+        ),
+        (
+            "/v1/rerank",
+            json!({"query": "q", "documents": ["a"], "cutoff_layers": [9, 10]}),
+        ),
+    ] {
+        let (status, body) = post(&server, route, body).await;
+        assert_eq!(status, 422, "{route}: {body}");
+        let message = body["error"].as_str().unwrap();
+        assert!(message.contains("ranking orders by one score"), "{message}");
+    }
+    let (status, body) = post(
+        &server,
+        "/rerank",
+        json!({"query": "q", "texts": ["a", "b"], "cutoff_layers": [9]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}

@@ -3,11 +3,10 @@
 use std::path::{Path, PathBuf};
 
 use bge_rerank_engine::trainable::TrainableModel;
-use bge_rerank_engine::{LoadOptions, Reranker, ScoreOptions};
+use bge_rerank_engine::{InputOptions, LoadOptions, Reranker, ScoreOptions};
 use bge_rerank_eval::{evaluate_dataset, parse_metrics, DataSet, EvalOptions};
 
 use crate::error::Result;
-use crate::trainer::TrainOptions;
 
 /// Which data set checkpoints are measured on.
 #[derive(Debug, Clone)]
@@ -38,7 +37,8 @@ pub fn evaluate_checkpoint(
     model: &TrainableModel,
     checkpoint: &Path,
     step: usize,
-    options: &TrainOptions,
+    output: &Path,
+    input: &InputOptions,
 ) -> Result<CheckpointEval> {
     // A LoRA checkpoint is an adapter on the base model; a full one is a model folder.
     let reranker = if model.is_lora() {
@@ -58,9 +58,9 @@ pub fn evaluate_checkpoint(
         top_k: spec.top_k,
         metrics: parse_metrics(METRIC)?,
         max_queries: spec.max_queries,
-        cache_dir: options.output.join("eval-cache"),
+        cache_dir: output.join("eval-cache"),
         score: ScoreOptions {
-            input: options.input.clone(),
+            input: input.clone(),
             ..Default::default()
         },
         chunk_pairs: 1024,

@@ -10,8 +10,10 @@ pub mod optimizer;
 pub use data::{Group, TrainData, TrainExample};
 pub use error::{Result, TrainError};
 pub mod evaluation;
+pub mod log;
 pub mod plot;
 pub mod trainer;
 
 pub use evaluation::{CheckpointEval, EvalSpec};
-pub use trainer::{train, StepLog, TrainObserver, TrainOptions, TrainSummary};
+pub use log::StepLog;
+pub use trainer::{train, TrainObserver, TrainOptions, TrainSummary};

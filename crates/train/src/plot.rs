@@ -6,7 +6,7 @@ use plotters::prelude::*;
 
 use crate::error::{Result, TrainError};
 use crate::evaluation::CheckpointEval;
-use crate::trainer::StepLog;
+use crate::log::StepLog;
 
 pub const CURVE_FILE: &str = "training_curves.svg";
 

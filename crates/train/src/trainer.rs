@@ -14,6 +14,7 @@ use candle_nn::ParamsAdamW;
 use crate::data::TrainData;
 use crate::error::{Result, TrainError};
 use crate::evaluation::{CheckpointEval, EvalSpec};
+use crate::log::{StepLog, LOG_FILE};
 use crate::loss::batch_loss;
 use crate::optimizer::{clip_grad_norm, linear_schedule, AdamW};
 
@@ -83,18 +84,6 @@ impl Default for TrainOptions {
     }
 }
 
-/// One optimizer step, as logged.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct StepLog {
-    pub step: usize,
-    pub epoch: f64,
-    pub loss: f64,
-    pub lr: f64,
-    pub grad_norm: f64,
-    pub pairs_per_s: f64,
-    pub elapsed_s: f64,
-}
-
 /// What the loop reports as it goes (the CLI draws a progress bar from it).
 pub trait TrainObserver {
     fn started(&self, _total_steps: usize, _done_steps: usize, _pairs_per_step: usize) {}
@@ -134,60 +123,30 @@ pub struct TrainSummary {
 
 const STATE_FILE: &str = "trainer_state.json";
 const OPTIMIZER_FILE: &str = "optimizer.safetensors";
-pub const LOG_FILE: &str = "train_log.jsonl";
 
 pub fn train(
     options: &TrainOptions,
     observer: &dyn TrainObserver,
     stop: &AtomicBool,
 ) -> Result<TrainSummary> {
-    if options.group_size < 2 {
-        return Err(TrainError::Invalid(
-            "--group-size must be at least 2 (one positive and a negative)".into(),
-        ));
-    }
-    if options.batch_size == 0 || options.grad_accum == 0 {
-        return Err(TrainError::Invalid(
-            "--batch-size and --grad-accum must be at least 1".into(),
-        ));
-    }
-    let data = TrainData::read(&options.data)?;
+    check_options(options)?;
+    let data = read_data(options, observer)?;
     prepare_output(options)?;
-    if options.distill && !data.has_teacher_scores() {
-        return Err(TrainError::Data {
-            path: options.data.clone(),
-            line: 0,
-            message: "--distill needs `pos_scores` and `neg_scores` on every line".into(),
-        });
-    }
-    let borrowed = data.without_negatives();
-    if borrowed > 0 {
-        observer.message(&format!(
-            "{borrowed} of {} queries have no negatives: their groups take random passages of other queries",
-            data.examples.len()
-        ));
-    }
     let resumed: Option<TrainerState> = match &options.resume {
         Some(dir) => Some(read_state(dir)?),
         None => None,
     };
     let mut model = load_model(options)?;
-    let is_lora = model.is_lora();
-    let lr = options.lr.unwrap_or(if is_lora { 2e-4 } else { 6e-5 });
-
-    let groups_per_step = options.batch_size * options.grad_accum;
+    let lr = options
+        .lr
+        .unwrap_or(if model.is_lora() { 2e-4 } else { 6e-5 });
     let micro_per_epoch = data.examples.len().div_ceil(options.batch_size);
     let total_steps = match options.max_steps {
         Some(n) => n,
         None => (options.epochs * micro_per_epoch).div_ceil(options.grad_accum),
     };
     let warmup = (options.warmup_ratio * total_steps as f64).ceil() as usize;
-    let mut optimizer = AdamW::new(ParamsAdamW {
-        lr,
-        weight_decay: options.weight_decay,
-        ..Default::default()
-    });
-    let mut state = TrainerState {
+    let fresh = TrainerState {
         step: 0,
         total_steps,
         epoch: 0,
@@ -200,19 +159,7 @@ pub fn train(
         lr,
         evals: Vec::new(),
     };
-    if let (Some(dir), Some(saved)) = (&options.resume, resumed) {
-        check_resumable(&saved, &state, dir)?;
-        optimizer.load(&dir.join(OPTIMIZER_FILE), saved.step)?;
-        model.rebuild(saved.step as u64)?;
-        observer.message(&format!(
-            "resuming {} at step {} of {}",
-            dir.display(),
-            saved.step,
-            total_steps
-        ));
-        state = saved;
-        state.total_steps = total_steps;
-    }
+    let (mut state, mut optimizer) = start_state(fresh, resumed, &mut model, options, observer)?;
     std::fs::create_dir_all(&options.output).map_err(|e| io(&options.output, e))?;
     let log_path = options.output.join(LOG_FILE);
     let mut log = std::fs::OpenOptions::new()
@@ -221,6 +168,7 @@ pub fn train(
         .open(&log_path)
         .map_err(|e| io(&log_path, e))?;
 
+    let groups_per_step = options.batch_size * options.grad_accum;
     observer.started(
         total_steps,
         state.step,
@@ -239,72 +187,12 @@ pub fn train(
         }
         let step_start = Instant::now();
         let step_lr = linear_schedule(lr, state.step, warmup, total_steps);
-        let mut grads: Vec<Option<Tensor>> = vec![None; model.params().len()];
-        let mut loss_sum = 0f64;
-        let mut step_pairs = 0;
-        for _ in 0..options.grad_accum {
-            if state.micro_batch >= micro_per_epoch {
-                state.epoch += 1;
-                state.micro_batch = 0;
-                order = data.epoch_order(options.seed, state.epoch);
-            }
-            let first = state.micro_batch * options.batch_size;
-            let members = &order[first..(first + options.batch_size).min(order.len())];
-            let groups: Vec<_> = members
-                .iter()
-                .enumerate()
-                .map(|(k, &i)| {
-                    let mut rng = TrainData::group_rng(options.seed, state.epoch, first + k);
-                    data.group(i, options.group_size, &mut rng)
-                })
-                .collect();
-            state.micro_batch += 1;
-            let mut inputs = Vec::with_capacity(groups.len() * options.group_size);
-            for group in &groups {
-                let pairs: Vec<(&str, &str)> = group
-                    .passages
-                    .iter()
-                    .map(|p| (group.query.as_str(), p.as_str()))
-                    .collect();
-                let mut input_options = options.input.clone();
-                if group.prompt.is_some() {
-                    input_options.prompt = group.prompt.clone();
-                }
-                inputs.extend(model.build_inputs(&pairs, &input_options)?);
-            }
-            let refs: Vec<_> = inputs.iter().collect();
-            let logits = model.logits(&refs)?;
-            let teacher = if options.distill {
-                let scores: Vec<f32> = groups
-                    .iter()
-                    .flat_map(|g| g.teacher.clone().unwrap_or_default())
-                    .collect();
-                (scores.len() == inputs.len())
-                    .then(|| Tensor::from_vec(scores, inputs.len(), &Device::Cpu))
-                    .transpose()?
-            } else {
-                None
-            };
-            let loss = (batch_loss(&logits, options.group_size, teacher.as_ref())?
-                / options.grad_accum as f64)?;
-            loss_sum += f64::from(loss.to_scalar::<f32>()?);
-            let step_grads = loss.backward()?;
-            for ((_, var), acc) in model.params().iter().zip(grads.iter_mut()) {
-                if let Some(g) = step_grads.get(var.as_tensor()) {
-                    *acc = Some(match acc.take() {
-                        Some(sum) => (sum + g)?,
-                        None => g.clone(),
-                    });
-                }
-            }
-            step_pairs += inputs.len();
-        }
-        if !loss_sum.is_finite() {
-            return Err(TrainError::Invalid(format!(
-                "the loss became {loss_sum} at step {}: lower --lr",
-                state.step + 1
-            )));
-        }
+        let epoch = Epoch {
+            data: &data,
+            order: &mut order,
+            micro_batches: micro_per_epoch,
+        };
+        let (mut grads, loss_sum, step_pairs) = accumulate(&model, epoch, &mut state, options)?;
         let grad_norm = clip_grad_norm(&mut grads, options.max_grad_norm)?;
         optimizer.params.lr = step_lr;
         optimizer.update(model.params(), &grads)?;
@@ -333,19 +221,13 @@ pub fn train(
             checkpoints.push(dir);
         }
     }
-    // The end of the run, or Ctrl-C: a resumable checkpoint, and the model at the top of `output`.
-    let dir = options.output.join(format!("checkpoint-{}", state.step));
-    if state.step > 0 && !checkpoints.contains(&dir) {
-        save_checkpoint(&model, &optimizer, &mut state, &dir, options, observer)?;
-        checkpoints.push(dir);
-    }
-    model.save(&options.output)?;
-    if options.merge && !interrupted {
-        let merged = options.output.join("merged");
-        model.save_merged(&merged)?;
-        observer.message(&format!("merged model written to {}", merged.display()));
-    }
-    crate::plot::write_curves(&options.output, &log_path, &state.evals)?;
+    let written = Written {
+        model: &model,
+        optimizer: &optimizer,
+        log_path: &log_path,
+        interrupted,
+    };
+    finish(written, &mut state, &mut checkpoints, options, observer)?;
     Ok(TrainSummary {
         steps: state.step,
         pairs: pairs_done,
@@ -356,6 +238,207 @@ pub fn train(
         evals: state.evals,
         interrupted,
     })
+}
+
+/// The optimizer and the run's position: `fresh`, or those of the checkpoint `--resume` names
+/// (which must have run on the same data and batching).
+fn start_state(
+    fresh: TrainerState,
+    resumed: Option<TrainerState>,
+    model: &mut TrainableModel,
+    options: &TrainOptions,
+    observer: &dyn TrainObserver,
+) -> Result<(TrainerState, AdamW)> {
+    let mut optimizer = AdamW::new(ParamsAdamW {
+        lr: fresh.lr,
+        weight_decay: options.weight_decay,
+        ..Default::default()
+    });
+    let (Some(dir), Some(mut saved)) = (&options.resume, resumed) else {
+        return Ok((fresh, optimizer));
+    };
+    check_resumable(&saved, &fresh, dir)?;
+    optimizer.load(&dir.join(OPTIMIZER_FILE), saved.step)?;
+    model.rebuild(saved.step as u64)?;
+    observer.message(&format!(
+        "resuming {} at step {} of {}",
+        dir.display(),
+        saved.step,
+        fresh.total_steps
+    ));
+    saved.total_steps = fresh.total_steps;
+    Ok((saved, optimizer))
+}
+
+/// Options no run can start with.
+fn check_options(options: &TrainOptions) -> Result<()> {
+    if options.group_size < 2 {
+        return Err(TrainError::Invalid(
+            "--group-size must be at least 2 (one positive and a negative)".into(),
+        ));
+    }
+    if options.batch_size == 0 || options.grad_accum == 0 {
+        return Err(TrainError::Invalid(
+            "--batch-size and --grad-accum must be at least 1".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The training file, checked against what the options need of it.
+fn read_data(options: &TrainOptions, observer: &dyn TrainObserver) -> Result<TrainData> {
+    let data = TrainData::read(&options.data)?;
+    if options.distill && !data.has_teacher_scores() {
+        return Err(TrainError::Data {
+            path: options.data.clone(),
+            line: 0,
+            message: "--distill needs `pos_scores` and `neg_scores` on every line".into(),
+        });
+    }
+    let borrowed = data.without_negatives();
+    if borrowed > 0 {
+        observer.message(&format!(
+            "{borrowed} of {} queries have no negatives: their groups take random passages of other queries",
+            data.examples.len()
+        ));
+    }
+    Ok(data)
+}
+
+/// The data in this epoch's order.
+struct Epoch<'a> {
+    data: &'a TrainData,
+    order: &'a mut Vec<usize>,
+    micro_batches: usize,
+}
+
+/// One optimizer step's gradients: `grad_accum` micro-batches (moving to the next epoch's order when
+/// one ends), with the step's loss and pairs.
+fn accumulate(
+    model: &TrainableModel,
+    epoch: Epoch,
+    state: &mut TrainerState,
+    options: &TrainOptions,
+) -> Result<(Vec<Option<Tensor>>, f64, usize)> {
+    let mut grads: Vec<Option<Tensor>> = vec![None; model.params().len()];
+    let (mut loss_sum, mut pairs) = (0f64, 0);
+    for _ in 0..options.grad_accum {
+        if state.micro_batch >= epoch.micro_batches {
+            state.epoch += 1;
+            state.micro_batch = 0;
+            *epoch.order = epoch.data.epoch_order(options.seed, state.epoch);
+        }
+        let (loss, n) = micro_batch(model, epoch.data, epoch.order, state, options, &mut grads)?;
+        loss_sum += loss;
+        pairs += n;
+    }
+    if !loss_sum.is_finite() {
+        return Err(TrainError::Invalid(format!(
+            "the loss became {loss_sum} at step {}: lower --lr",
+            state.step + 1
+        )));
+    }
+    Ok((grads, loss_sum, pairs))
+}
+
+/// One forward and backward pass over the next `batch_size` queries of `order` (each a group of
+/// one positive and sampled negatives), its gradients added to `grads`: (loss share, pairs).
+fn micro_batch(
+    model: &TrainableModel,
+    data: &TrainData,
+    order: &[usize],
+    state: &mut TrainerState,
+    options: &TrainOptions,
+    grads: &mut [Option<Tensor>],
+) -> Result<(f64, usize)> {
+    let first = state.micro_batch * options.batch_size;
+    let members = &order[first..(first + options.batch_size).min(order.len())];
+    let groups: Vec<_> = members
+        .iter()
+        .enumerate()
+        .map(|(k, &i)| {
+            let mut rng = TrainData::group_rng(options.seed, state.epoch, first + k);
+            data.group(i, options.group_size, &mut rng)
+        })
+        .collect();
+    state.micro_batch += 1;
+    let mut inputs = Vec::with_capacity(groups.len() * options.group_size);
+    for group in &groups {
+        let pairs: Vec<(&str, &str)> = group
+            .passages
+            .iter()
+            .map(|p| (group.query.as_str(), p.as_str()))
+            .collect();
+        let mut input_options = options.input.clone();
+        if group.prompt.is_some() {
+            input_options.prompt = group.prompt.clone();
+        }
+        inputs.extend(model.build_inputs(&pairs, &input_options)?);
+    }
+    let refs: Vec<_> = inputs.iter().collect();
+    let logits = model.logits(&refs)?;
+    let teacher = if options.distill {
+        let scores: Vec<f32> = groups
+            .iter()
+            .flat_map(|g| g.teacher.clone().unwrap_or_default())
+            .collect();
+        (scores.len() == inputs.len())
+            .then(|| Tensor::from_vec(scores, inputs.len(), &Device::Cpu))
+            .transpose()?
+    } else {
+        None
+    };
+    let loss =
+        (batch_loss(&logits, options.group_size, teacher.as_ref())? / options.grad_accum as f64)?;
+    let loss_value = f64::from(loss.to_scalar::<f32>()?);
+    let step_grads = loss.backward()?;
+    for ((_, var), acc) in model.params().iter().zip(grads.iter_mut()) {
+        if let Some(g) = step_grads.get(var.as_tensor()) {
+            *acc = Some(match acc.take() {
+                Some(sum) => (sum + g)?,
+                None => g.clone(),
+            });
+        }
+    }
+    Ok((loss_value, inputs.len()))
+}
+
+/// What the end of a run writes from.
+struct Written<'a> {
+    model: &'a TrainableModel,
+    optimizer: &'a AdamW,
+    log_path: &'a Path,
+    interrupted: bool,
+}
+
+/// The end of the run, or Ctrl-C: a resumable checkpoint, the model at the top of `output`, the
+/// merged model if asked (and not interrupted), and the curves.
+fn finish(
+    written: Written,
+    state: &mut TrainerState,
+    checkpoints: &mut Vec<PathBuf>,
+    options: &TrainOptions,
+    observer: &dyn TrainObserver,
+) -> Result<()> {
+    let Written {
+        model,
+        optimizer,
+        log_path,
+        interrupted,
+    } = written;
+    let dir = options.output.join(format!("checkpoint-{}", state.step));
+    if state.step > 0 && !checkpoints.contains(&dir) {
+        save_checkpoint(model, optimizer, state, &dir, options, observer)?;
+        checkpoints.push(dir);
+    }
+    model.save(&options.output)?;
+    if options.merge && !interrupted {
+        let merged = options.output.join("merged");
+        model.save_merged(&merged)?;
+        observer.message(&format!("merged model written to {}", merged.display()));
+    }
+    crate::plot::write_curves(&options.output, log_path, &state.evals)?;
+    Ok(())
 }
 
 /// A run writes into an empty folder: a previous run's log and checkpoints left beside the new
@@ -436,7 +519,14 @@ fn save_checkpoint(
     model.save(dir)?;
     optimizer.save(&dir.join(OPTIMIZER_FILE))?;
     if let Some(spec) = &options.eval {
-        let result = crate::evaluation::evaluate_checkpoint(spec, model, dir, state.step, options)?;
+        let result = crate::evaluation::evaluate_checkpoint(
+            spec,
+            model,
+            dir,
+            state.step,
+            &options.output,
+            &options.input,
+        )?;
         observer.message(&format!(
             "step {}: {} {:.4} (first stage {:.4})",
             state.step, result.metric, result.reranked, result.first_stage

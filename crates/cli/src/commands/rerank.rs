@@ -1,6 +1,7 @@
 //! `bge-rerank rerank`: one query against a list of documents, best first.
 
 use anyhow::bail;
+use bge_rerank_engine::ranking;
 use clap::Args;
 use serde_json::{json, Value};
 
@@ -65,13 +66,7 @@ pub fn run(args: RerankArgs, ui: Ui) -> anyhow::Result<()> {
         .map(|d| (args.query.as_str(), d.as_str()))
         .collect();
     let bar = ui.pairs_bar(pairs.len());
-    if reranker
-        .resolve_layers(options.cutoff_layers.as_deref())?
-        .len()
-        > 1
-    {
-        bail!("rerank orders by one score: give a single --cutoff-layers value");
-    }
+    ranking::one_score_per_pair(reranker.resolve_layers(options.cutoff_layers.as_deref())?)?;
     let scores: Vec<f64> = reranker
         .compute_scores(&pairs, &options, &|n| bar.inc(n as u64))?
         .into_iter()
@@ -79,8 +74,10 @@ pub fn run(args: RerankArgs, ui: Ui) -> anyhow::Result<()> {
         .collect();
     bar.finish_and_clear();
 
-    let mut ranked: Vec<(usize, f64)> = scores.into_iter().enumerate().collect();
-    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut ranked: Vec<(usize, f64)> = ranking::rank(&scores)
+        .into_iter()
+        .map(|i| (i, scores[i]))
+        .collect();
     ranked.truncate(args.top_n.unwrap_or(ranked.len()));
     if args.json {
         let out: Vec<Value> = ranked

@@ -1,7 +1,8 @@
 //! `bge-rerank score`: JSON Lines of pairs in, the same lines with "score" out.
 
+use bge_rerank_engine::ranking;
 use clap::Args;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::jsonl::{read_pairs, write_lines, PairLines};
 use crate::model_args::{score_options, BatchArgs, InputArgs, ModelArgs, PairFiles};
@@ -30,12 +31,7 @@ pub fn run(args: ScoreArgs, ui: Ui) -> anyhow::Result<()> {
     let scores = reranker.compute_scores(&pairs, &options, &|n| bar.inc(n as u64))?;
     bar.finish_and_clear();
     let lines = objects.into_iter().zip(scores).map(|(mut object, layers)| {
-        // One answering layer: a number, as FlagEmbedding; several: a list, ascending layers.
-        let score = match layers.as_slice() {
-            [one] => json!(one),
-            several => json!(several),
-        };
-        object.insert("score".into(), score);
+        object.insert("score".into(), ranking::scores_json(&layers));
         Value::Object(object).to_string()
     });
     write_lines(&args.files.output, lines)
