@@ -177,6 +177,11 @@ impl TrainableModel {
         self.folder.dir.root()
     }
 
+    /// The fingerprint of the starting model's files (see `fingerprint`), for the run's record.
+    pub fn fingerprint(&self) -> Result<String> {
+        self.folder.fingerprint(self.setup.lora.start.as_deref())
+    }
+
     /// The trainable variables by checkpoint tensor name.
     pub fn params(&self) -> &[(String, Var)] {
         &self.params

@@ -126,8 +126,51 @@ pub fn markdown(results: &[DataSetResult]) -> String {
     out
 }
 
+/// What a report's numbers came from, recorded in its JSON and Markdown so that two reports can be
+/// told apart (and one reproduced) later.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReportContext {
+    /// The model as given (folder or Hugging Face id), and its adapter if any.
+    pub model: String,
+    pub adapter: Option<String>,
+    /// `Reranker::fingerprint()`: changes with any file the scores depend on.
+    pub fingerprint: String,
+    /// Precision and kernel, as `--verbose` says them.
+    pub dtype: String,
+    /// The options that change the figures (top-k, metrics, max length, ...).
+    pub options: serde_json::Value,
+    /// "bge-rerank X.Y.Z".
+    pub version: String,
+}
+
+impl ReportContext {
+    fn markdown(&self) -> String {
+        let adapter = self
+            .adapter
+            .as_deref()
+            .map_or(String::new(), |a| format!(", adapter `{a}`"));
+        format!(
+            "Model `{}`{adapter} (fingerprint {}), {}; options `{}`; {}.\n\n",
+            self.model, self.fingerprint, self.dtype, self.options, self.version
+        )
+    }
+}
+
+/// A tick label: two decimals, and never "-0.00" (a tiny negative rounds to plain 0).
+pub fn tick(value: &f64) -> String {
+    let text = format!("{value:.2}");
+    match text.as_str() {
+        "-0.00" => "0.00".into(),
+        _ => text,
+    }
+}
+
 /// Writes `<stem>.json`, `<stem>.md` and `<stem>.svg` (for a given `OUT`, OUT with those extensions).
-pub fn write_report(out: &Path, results: &[DataSetResult]) -> Result<Vec<std::path::PathBuf>> {
+pub fn write_report(
+    out: &Path,
+    results: &[DataSetResult],
+    context: &ReportContext,
+) -> Result<Vec<std::path::PathBuf>> {
     let json_path = out.with_extension("json");
     let md_path = out.with_extension("md");
     let svg_path = out.with_extension("svg");
@@ -136,6 +179,7 @@ pub fn write_report(out: &Path, results: &[DataSetResult]) -> Result<Vec<std::pa
     }
     let (before, after) = average(results);
     let json = serde_json::json!({
+        "context": context,
         "data_sets": summary(results),
         "average": results.first().map(|r| r.first_stage.metrics.iter().enumerate().map(|(i, m)| {
             (m.name.clone(), serde_json::json!({"first_stage": before[i], "reranked": after[i], "diff": after[i] - before[i]}))
@@ -143,7 +187,8 @@ pub fn write_report(out: &Path, results: &[DataSetResult]) -> Result<Vec<std::pa
     });
     let pretty = serde_json::to_string_pretty(&json).unwrap_or_default();
     std::fs::write(&json_path, pretty).map_err(|e| EvalError::io(&json_path, e))?;
-    std::fs::write(&md_path, markdown(results)).map_err(|e| EvalError::io(&md_path, e))?;
+    let md = context.markdown() + &markdown(results);
+    std::fs::write(&md_path, md).map_err(|e| EvalError::io(&md_path, e))?;
     plot_deltas(&svg_path, results)?;
     Ok(vec![json_path, md_path, svg_path])
 }
@@ -180,6 +225,7 @@ fn plot_deltas(path: &Path, results: &[DataSetResult]) -> Result<()> {
         .configure_mesh()
         .x_desc("queries, sorted by change (%)")
         .y_desc(format!("{metric} reranked - first stage"))
+        .y_label_formatter(&tick)
         .draw()
         .map_err(|e| plot_error(&e))?;
     chart
@@ -200,8 +246,10 @@ fn plot_deltas(path: &Path, results: &[DataSetResult]) -> Result<()> {
             .label(name.clone())
             .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2)));
     }
+    // Sorted changes rise from left to right: the upper left is free for the legend.
     chart
         .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()

@@ -92,7 +92,15 @@ fn rerank_a_scifact_slice() {
     assert_eq!((third.pairs.from_cache, third.pairs.scored), (120, 60));
 
     let out = tempfile::tempdir().unwrap();
-    let written = report::write_report(&out.path().join("report"), &[first]).unwrap();
+    let context = report::ReportContext {
+        model: "xlmr".into(),
+        adapter: None,
+        fingerprint: reranker.fingerprint().into(),
+        dtype: reranker.precision().explanation.clone(),
+        options: serde_json::json!({"top_k": 10}),
+        version: "bge-rerank test".into(),
+    };
+    let written = report::write_report(&out.path().join("report"), &[first], &context).unwrap();
     assert_eq!(written.len(), 3);
     let svg = std::fs::read_to_string(out.path().join("report.svg")).unwrap();
     assert!(
@@ -104,6 +112,12 @@ fn rerank_a_scifact_slice() {
         serde_json::from_str(&std::fs::read_to_string(out.path().join("report.json")).unwrap())
             .unwrap();
     assert!(json["data_sets"]["scifact-slice"]["metrics"]["ndcg@10"]["reranked"].is_number());
+    // The report says what it measured: model, fingerprint, options, version.
+    assert_eq!(json["context"]["fingerprint"], reranker.fingerprint());
+    assert_eq!(json["context"]["version"], "bge-rerank test");
+    let md = std::fs::read_to_string(out.path().join("report.md")).unwrap();
+    assert!(md.starts_with("Model `xlmr` (fingerprint "), "{md}");
+    assert!(!svg.contains(">-0.00<"), "no negative zero tick");
     assert!(std::fs::read_to_string(out.path().join("report.md"))
         .unwrap()
         .contains("| scifact-slice | ndcg@10 |"));

@@ -46,10 +46,16 @@ pub fn write_curves(output: &Path, log: &Path, evals: &[CheckpointEval]) -> Resu
         .y_label_area_size(60)
         .build_cartesian_2d(0f64..last_step, 0f64..max_loss * 1.05)
         .map_err(|e| plot_error(&e))?;
+    // Steps are whole: no more ticks than steps, labelled as integers.
+    let step_ticks = (last_step as usize + 1).min(10);
+    let step_label = |v: &f64| format!("{}", v.round() as i64);
     chart
         .configure_mesh()
         .x_desc("step")
         .y_desc("loss")
+        .x_labels(step_ticks)
+        .x_label_formatter(&step_label)
+        .y_label_formatter(&bge_rerank_eval::report::tick)
         .draw()
         .map_err(|e| plot_error(&e))?;
     chart
@@ -60,23 +66,28 @@ pub fn write_curves(output: &Path, log: &Path, evals: &[CheckpointEval]) -> Resu
         .map_err(|e| plot_error(&e))?
         .label("per step")
         .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLUE.mix(0.3)));
-    // A trailing mean over ~5% of the run shows the trend through per-batch noise.
-    let window = (steps.len() / 20).max(1);
-    let smoothed: Vec<(f64, f64)> = (0..steps.len())
-        .map(|i| {
-            let from = i.saturating_sub(window - 1);
-            let slice = &steps[from..=i];
-            let mean = slice.iter().map(|s| s.loss).sum::<f64>() / slice.len() as f64;
-            (steps[i].step as f64, mean)
-        })
-        .collect();
-    chart
-        .draw_series(LineSeries::new(smoothed, BLUE.stroke_width(2)))
-        .map_err(|e| plot_error(&e))?
-        .label(format!("mean of {window} steps"))
-        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLUE.stroke_width(2)));
+    // A trailing mean over ~5% of the run shows the trend through per-batch noise (a run under 40
+    // steps has no window worth drawing: the mean of one step is the step).
+    let window = steps.len() / 20;
+    if window >= 2 {
+        let smoothed: Vec<(f64, f64)> = (0..steps.len())
+            .map(|i| {
+                let from = i.saturating_sub(window - 1);
+                let slice = &steps[from..=i];
+                let mean = slice.iter().map(|s| s.loss).sum::<f64>() / slice.len() as f64;
+                (steps[i].step as f64, mean)
+            })
+            .collect();
+        chart
+            .draw_series(LineSeries::new(smoothed, BLUE.stroke_width(2)))
+            .map_err(|e| plot_error(&e))?
+            .label(format!("mean of {window} steps"))
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLUE.stroke_width(2)));
+    }
+    // The loss falls from the upper left: the legend goes upper right.
     chart
         .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()
@@ -100,6 +111,9 @@ pub fn write_curves(output: &Path, log: &Path, evals: &[CheckpointEval]) -> Resu
             .configure_mesh()
             .x_desc("step")
             .y_desc("nDCG@10")
+            .x_labels(step_ticks)
+            .x_label_formatter(&step_label)
+            .y_label_formatter(&bge_rerank_eval::report::tick)
             .draw()
             .map_err(|e| plot_error(&e))?;
         let first = evals[0].first_stage;
@@ -128,6 +142,7 @@ pub fn write_curves(output: &Path, log: &Path, evals: &[CheckpointEval]) -> Resu
             .map_err(|e| plot_error(&e))?;
         chart
             .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
             .draw()

@@ -122,6 +122,8 @@ pub struct TrainSummary {
 }
 
 const STATE_FILE: &str = "trainer_state.json";
+/// The run's record in the output folder.
+pub const RUN_FILE: &str = "run.json";
 const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 
 pub fn train(
@@ -161,6 +163,7 @@ pub fn train(
     };
     let (mut state, mut optimizer) = start_state(fresh, resumed, &mut model, options, observer)?;
     std::fs::create_dir_all(&options.output).map_err(|e| io(&options.output, e))?;
+    write_run_record(options, &model)?;
     let log_path = options.output.join(LOG_FILE);
     let mut log = std::fs::OpenOptions::new()
         .create(true)
@@ -268,6 +271,22 @@ fn start_state(
     ));
     saved.total_steps = fresh.total_steps;
     Ok((saved, optimizer))
+}
+
+/// `OUTPUT/run.json`: what the run trained from and how (model, its fingerprint, data, every
+/// option) and which bge-rerank did it, beside the log and the curves it explains.
+fn write_run_record(options: &TrainOptions, model: &TrainableModel) -> Result<()> {
+    let record = serde_json::json!({
+        "model": options.model,
+        "model_dir": model.model_dir(),
+        "fingerprint": model.fingerprint()?,
+        "data": options.data,
+        "options": format!("{options:?}"),
+        "version": concat!("bge-rerank ", env!("CARGO_PKG_VERSION")),
+    });
+    let path = options.output.join(RUN_FILE);
+    let text = serde_json::to_string_pretty(&record).unwrap_or_default();
+    std::fs::write(&path, text).map_err(|e| io(&path, e))
 }
 
 /// Options no run can start with.

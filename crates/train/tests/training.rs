@@ -446,6 +446,23 @@ fn a_used_output_folder_is_refused_or_cleared() {
         "the old checkpoints are gone"
     );
 
+    // The run's record and curves: what it trained from, no "mean of 1 steps", no "-0.00" tick.
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+    assert!(
+        record["fingerprint"]
+            .as_str()
+            .is_some_and(|f| f.len() == 16),
+        "{record}"
+    );
+    assert!(record["version"]
+        .as_str()
+        .unwrap()
+        .starts_with("bge-rerank "));
+    let svg = std::fs::read_to_string(out.join("training_curves.svg")).unwrap();
+    assert!(!svg.contains("mean of 1 steps") && !svg.contains(">-0.00<"));
+    assert!(!svg.contains(">0.5<"), "no half steps on a 1-step axis");
+
     // Training the folder's own model again with --overwrite would delete it.
     opts.model = out.to_string_lossy().into_owned();
     let err = train(&opts, &Quiet, &AtomicBool::new(false))

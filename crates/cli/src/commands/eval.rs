@@ -113,7 +113,22 @@ pub fn run(args: EvalArgs, ui: Ui) -> anyhow::Result<()> {
     }
     print!("{}", report::table(&results));
     if let Some(out) = &args.report {
-        for path in report::write_report(out, &results)? {
+        let context = report::ReportContext {
+            model: model.model.clone(),
+            adapter: model.adapter.as_ref().map(|a| a.display().to_string()),
+            fingerprint: reranker.fingerprint().to_string(),
+            dtype: reranker.precision().explanation.clone(),
+            options: serde_json::json!({
+                "split": options.split, "top_k": options.top_k,
+                "metrics": options.metrics.iter().map(|m| m.name.clone()).collect::<Vec<_>>(),
+                "max_queries": options.max_queries,
+                "runs": args.run, "max_length": options.score.input.max_length,
+                "query_max_length": options.score.input.query_max_length,
+                "prompt": options.score.input.prompt, "cutoff_layers": options.score.cutoff_layers,
+            }),
+            version: concat!("bge-rerank ", env!("CARGO_PKG_VERSION")).into(),
+        };
+        for path in report::write_report(out, &results, &context)? {
             eprintln!("wrote {}", path.display());
         }
     }
