@@ -6,7 +6,8 @@ use std::str::FromStr;
 use candle_core::DType;
 
 use crate::error::Error;
-use crate::ops::cpu::{CpuFeatures, MatmulKernel};
+use crate::ops::cpu::MatmulKernel;
+use crate::ops::gemm::int8;
 use crate::ops::Numerics;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -94,13 +95,24 @@ impl Precision {
         };
         let int8 = self == Self::Int8;
         let compute = if int8 { "int8" } else { compute };
-        let vnni = kernel == MatmulKernel::Avx512 && CpuFeatures::detect().avx512_vnni;
         let how = match (round_to, kernel) {
             _ if int8 => format!(
                 "the transformer layers' matrices quantized to int8 at load (one scale per output \
                  channel), their inputs to u8 per row, int32 sums on {}; embedding tables int8 (a \
                  scale per 32 values); score heads, norms, softmax and attention in f32",
-                if vnni { "AVX-512 VNNI (VPDPBUSD)" } else { "the portable loop (no AVX-512 VNNI)" }
+                int8::Path::of(kernel).describe()
+            ),
+            (Some(DType::BF16), MatmulKernel::Amx) => "bf16 weights packed for AMX tiles \
+                 (TDPBF16PS: activations rounded to bf16 at each matrix input, f32 sums); \
+                 activations rounded to bf16 after every layer, norms and softmax in f32"
+                .to_string(),
+            (None, MatmulKernel::Amx) => {
+                "f32 weights packed for the AVX-512 kernel (AMX has no f32 tiles)".to_string()
+            }
+            (Some(_), MatmulKernel::Amx) => format!(
+                "{compute} weights packed for the AVX-512 kernel (AMX has no {compute} tiles on \
+                 this CPU; widened to f32 a block at a time, f32 accumulation); activations \
+                 rounded to {compute} after every layer, norms and softmax in f32"
             ),
             (None, MatmulKernel::Avx512) => {
                 "f32 weights packed for the AVX-512 kernel".to_string()

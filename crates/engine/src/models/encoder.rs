@@ -192,14 +192,17 @@ impl EncoderLayer {
                 packed_attention(&qkv, &packed.tokens.seq_lens, heads, self.numerics)?
             }
         };
-        let attended = self
-            .attention_norm
-            .forward(&(packed.hidden_dropout(&self.attention_out.forward(&context)?)? + x)?)?;
+        let attended = self.attention_norm.forward_sum(
+            &packed.hidden_dropout(&self.attention_out.forward(&context)?)?,
+            x,
+        )?;
         let inner = self
-            .activation
-            .forward(&self.intermediate.forward(&attended)?)?;
-        self.output_norm
-            .forward(&(packed.hidden_dropout(&self.output.forward(&inner)?)? + attended)?)
+            .intermediate
+            .forward_activated(&attended, self.activation)?;
+        self.output_norm.forward_sum(
+            &packed.hidden_dropout(&self.output.forward(&inner)?)?,
+            &attended,
+        )
     }
 }
 

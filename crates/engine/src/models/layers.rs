@@ -1,39 +1,12 @@
-//! What the model families share beyond the ops layer: the config's activation, the input check and
-//! the packed batch.
+//! What the model families share beyond the ops layer: the input check and the packed batch.
 
-use candle_core::{Device, Module, Result, Tensor};
+use candle_core::{Device, Result, Tensor};
 
 use crate::input::ModelInput;
+pub use crate::ops::activation::Activation;
 pub use crate::ops::linear::Linear;
 pub use crate::ops::norm::LayerNorm;
 pub use crate::ops::Numerics;
-
-/// config.json `hidden_act`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Activation {
-    /// Exact (erf) GELU, what transformers calls "gelu".
-    Gelu,
-    #[serde(alias = "gelu_pytorch_tanh", alias = "gelu_fast")]
-    GeluNew,
-    Relu,
-    #[serde(alias = "swish")]
-    Silu,
-}
-
-impl Module for Activation {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        match self {
-            Activation::Gelu => match crate::ops::map_f32(x, crate::ops::simd::gelu_erf)? {
-                Some(y) => Ok(y),
-                None => x.gelu_erf(),
-            },
-            Activation::GeluNew => x.gelu(),
-            Activation::Relu => x.relu(),
-            Activation::Silu => x.silu(),
-        }
-    }
-}
 
 /// Refuses an input the model cannot read: empty, longer than its positions, or holding token ids
 /// beyond its vocabulary (a tokenizer that does not belong to the weights).

@@ -2,8 +2,8 @@
 //!
 //! The machines this runs on differ (Intel Xeons with AMX, AMD Zen 4 without, laptops with AVX2 only),
 //! so nothing is decided at compile time: the binary carries every kernel and picks one here.
-//! `BGE_RERANK_KERNEL` forces a choice (`candle`, `avx512`), which is how tests reach every path the
-//! machine has.
+//! `BGE_RERANK_KERNEL` forces a choice (`candle`, `avx512`, `amx`), which is how tests reach every path
+//! the machine has.
 
 use std::fmt;
 use std::sync::OnceLock;
@@ -17,7 +17,8 @@ pub struct CpuFeatures {
     pub avx512f: bool,
     pub avx512_bf16: bool,
     pub avx512_vnni: bool,
-    /// AMX tiles with bf16 and int8 (CPUID leaf 7); the OS must still grant their state per process.
+    /// AMX tiles with bf16 and int8: the CPU has them (CPUID leaf 7) and Linux lets this process
+    /// use them (the tile data state is off until a process asks for it; see `os_grants_amx`).
     pub amx_bf16: bool,
     pub amx_int8: bool,
 }
@@ -32,13 +33,14 @@ impl CpuFeatures {
     fn read() -> CpuFeatures {
         // AMX has no `is_x86_feature_detected!` name on stable Rust: read CPUID leaf 7 directly.
         let leaf7 = std::arch::x86_64::__cpuid_count(7, 0);
+        let amx_tile = leaf7.edx & (1 << 24) != 0 && os_grants_amx();
         CpuFeatures {
             avx2_fma: is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
             avx512f: is_x86_feature_detected!("avx512f"),
             avx512_bf16: is_x86_feature_detected!("avx512bf16"),
             avx512_vnni: is_x86_feature_detected!("avx512vnni"),
-            amx_bf16: leaf7.edx & (1 << 22) != 0 && leaf7.edx & (1 << 24) != 0,
-            amx_int8: leaf7.edx & (1 << 25) != 0 && leaf7.edx & (1 << 24) != 0,
+            amx_bf16: amx_tile && leaf7.edx & (1 << 22) != 0,
+            amx_int8: amx_tile && leaf7.edx & (1 << 25) != 0,
         }
     }
 
@@ -46,6 +48,31 @@ impl CpuFeatures {
     fn read() -> CpuFeatures {
         CpuFeatures::default()
     }
+}
+
+/// Asks Linux for the AMX tile data state (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`):
+/// its 8 KB are not saved on context switches unless a process asks, and a tile instruction without
+/// the permission is killed with SIGILL. The permission holds for every thread of the process. Asked
+/// once, when the features are first read, and only where CPUID says the tiles exist.
+#[cfg(target_os = "linux")]
+fn os_grants_amx() -> bool {
+    const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+    const XFEATURE_XTILEDATA: libc::c_long = 18;
+    // SAFETY: a plain system call with integer arguments; it changes only this process's
+    // permission to use the tile state.
+    let status = unsafe {
+        libc::syscall(
+            libc::SYS_arch_prctl,
+            ARCH_REQ_XCOMP_PERM,
+            XFEATURE_XTILEDATA,
+        )
+    };
+    status == 0
+}
+
+#[cfg(not(target_os = "linux"))]
+fn os_grants_amx() -> bool {
+    false
 }
 
 impl fmt::Display for CpuFeatures {
@@ -78,8 +105,11 @@ pub enum MatmulKernel {
     /// the fallback for every CPU and the path of training, which needs autograd.
     Candle,
     /// Our AVX-512 FMA kernel on weights packed at load into panels, stored as f32, bf16 or f16
-    /// and widened to f32 a cache block at a time.
+    /// and widened to f32 a cache block at a time; int8 weights on AVX-512 VNNI where present.
     Avx512,
+    /// AMX tiles: bf16 weights by `TDPBF16PS` (activations rounded to bf16, as PyTorch's bf16
+    /// models have them), int8 weights by `TDPBUSD`; f32 and f16 weights as `Avx512`.
+    Amx,
 }
 
 impl MatmulKernel {
@@ -89,7 +119,13 @@ impl MatmulKernel {
         match self {
             Self::Candle => "candle",
             Self::Avx512 => "avx512",
+            Self::Amx => "amx",
         }
+    }
+
+    /// Whether the kernel multiplies weights packed at load (ours), rather than candle tensors.
+    pub fn packs_weights(self) -> bool {
+        matches!(self, Self::Avx512 | Self::Amx)
     }
 
     /// Can this CPU run the kernel?
@@ -97,16 +133,17 @@ impl MatmulKernel {
         match self {
             Self::Candle => true,
             Self::Avx512 => cpu.avx512f,
+            Self::Amx => cpu.avx512f && cpu.amx_bf16 && cpu.amx_int8,
         }
     }
 
     /// The fastest kernel this CPU has.
     pub fn best(cpu: &CpuFeatures) -> Self {
-        if Self::Avx512.supported(cpu) {
-            Self::Avx512
-        } else {
-            Self::Candle
-        }
+        Self::ALL
+            .into_iter()
+            .rev()
+            .find(|kernel| kernel.supported(cpu))
+            .unwrap_or(Self::Candle)
     }
 
     /// The kernel to use: `BGE_RERANK_KERNEL` if set (and runnable here), else the best one.
@@ -131,14 +168,15 @@ impl MatmulKernel {
     }
 
     /// Every kernel, best last.
-    pub const ALL: [MatmulKernel; 2] = [Self::Candle, Self::Avx512];
+    pub const ALL: [MatmulKernel; 3] = [Self::Candle, Self::Avx512, Self::Amx];
 
     pub fn from_name(name: &str) -> Result<Self> {
         match name {
             "candle" => Ok(Self::Candle),
             "avx512" => Ok(Self::Avx512),
+            "amx" => Ok(Self::Amx),
             other => Err(Error::InvalidOption(format!(
-                "unknown matmul kernel `{other}` (expected auto, candle or avx512)"
+                "unknown matmul kernel `{other}` (expected auto, candle, avx512 or amx)"
             ))),
         }
     }

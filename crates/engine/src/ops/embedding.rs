@@ -7,7 +7,7 @@
 use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::gemm::int8::round_small;
+use super::gemm::int8::quantize_symmetric;
 use super::Numerics;
 
 #[derive(Debug, Clone)]
@@ -42,12 +42,7 @@ impl Embedding {
                 let mut values = vec![0i8; table.len()];
                 let mut scales = Vec::with_capacity(table.len().div_ceil(BLOCK));
                 for (block, out) in table.chunks(BLOCK).zip(values.chunks_mut(BLOCK)) {
-                    let max = block.iter().fold(0f32, |m, v| m.max(v.abs()));
-                    let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
-                    for (q, &v) in out.iter_mut().zip(block) {
-                        *q = round_small(v / scale).clamp(-127.0, 127.0) as i8;
-                    }
-                    scales.push(scale);
+                    scales.push(quantize_symmetric(block, out));
                 }
                 (values, scales)
             })?;

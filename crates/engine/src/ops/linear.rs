@@ -11,6 +11,7 @@ use std::sync::Arc;
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
+use super::activation::Activation;
 use super::cpu::MatmulKernel;
 use super::gemm::{self, PackedWeight};
 use super::{with_f32_values, Numerics};
@@ -119,7 +120,7 @@ impl Linear {
         // ours, else candle multiplies the tensor.
         let packed = match numerics.kernel {
             _ if packable && numerics.quantizes() => Some(quantize(&w)?),
-            MatmulKernel::Avx512 if packable => Some(pack(&w)?),
+            kernel if packable && kernel.packs_weights() => Some(pack(&w, kernel)?),
             _ => None,
         };
         let weight = match packed {
@@ -141,15 +142,16 @@ impl Linear {
     }
 }
 
-/// Packs an (out, in) matrix in the compute format (f32, bf16 or f16), keeping that format.
-fn pack(w: &Tensor) -> Result<PackedWeight> {
+/// Packs an (out, in) matrix in the compute format (f32, bf16 or f16), keeping that format, in the
+/// layout `kernel` reads.
+fn pack(w: &Tensor, kernel: MatmulKernel) -> Result<PackedWeight> {
     let (n, k) = w.dims2()?;
     let w = w.flatten_all()?;
     match w.dtype() {
         DType::BF16 => {
             let values = w.to_vec1::<half::bf16>()?;
             let bits: Vec<u16> = values.into_iter().map(half::bf16::to_bits).collect();
-            Ok(PackedWeight::from_bf16_bits(&bits, n, k))
+            Ok(PackedWeight::from_bf16_bits(&bits, n, k, kernel))
         }
         DType::F16 => {
             let values = w.to_vec1::<half::f16>()?;
@@ -232,20 +234,35 @@ impl Module for Linear {
             }
             Weight::Packed { w, bias, kernel } => {
                 // The output is ours: round it in place instead of through another tensor.
-                return packed_forward(x, w, bias.as_deref(), *kernel, self.numerics);
+                return packed_forward(x, w, bias.as_deref(), *kernel, self.numerics, |_| {});
             }
         };
         self.numerics.round(y)
     }
 }
 
-/// Runs the kernel on the rows of `x` (any leading shape, f32, on the CPU).
+impl Linear {
+    /// `activation(self.forward(x))`, the activation applied to the layer's own output buffer
+    /// where it can be (no copy of the MLP's widest activations).
+    pub fn forward_activated(&self, x: &Tensor, activation: Activation) -> Result<Tensor> {
+        match (&self.weight, activation.in_place()) {
+            (Weight::Packed { w, bias, kernel }, Some(apply)) => {
+                packed_forward(x, w, bias.as_deref(), *kernel, self.numerics, apply)
+            }
+            _ => activation.forward(&self.forward(x)?),
+        }
+    }
+}
+
+/// Runs the kernel on the rows of `x` (any leading shape, f32, on the CPU), rounds the output to the
+/// numerics' grid and hands it to `then` before it becomes a tensor.
 fn packed_forward(
     x: &Tensor,
     w: &PackedWeight,
     bias: Option<&Vec<f32>>,
     kernel: MatmulKernel,
     numerics: Numerics,
+    then: impl FnOnce(&mut [f32]),
 ) -> Result<Tensor> {
     let dims = x.dims();
     let k = *dims.last().unwrap_or(&0);
@@ -257,11 +274,15 @@ fn packed_forward(
     }
     let m = x.elem_count() / k.max(1);
     let x = x.to_dtype(DType::F32)?;
-    let mut y = vec![0f32; m * w.n()];
+    let mut y = Vec::with_capacity(m * w.n());
     with_f32_values(&x, |data| {
-        gemm::matmul(kernel, data, m, w, bias.map(Vec::as_slice), &mut y)
+        let out = &mut y.spare_capacity_mut()[..m * w.n()];
+        gemm::matmul_into(kernel, data, m, w, bias.map(Vec::as_slice), out)
     })?;
+    // SAFETY: `matmul_into` wrote all m * n values.
+    unsafe { y.set_len(m * w.n()) };
     numerics.round_slice(&mut y);
+    then(&mut y);
     let mut out_dims = dims.to_vec();
     if let Some(last) = out_dims.last_mut() {
         *last = w.n();

@@ -2,6 +2,7 @@
 //! architecture with [`Linear`] and the other ops here; what runs underneath (our AVX-512 kernels on
 //! packed weights, candle's matmul, differentiable forms for training) is decided in this module.
 
+pub mod activation;
 pub mod attention;
 pub mod cpu;
 pub mod embedding;

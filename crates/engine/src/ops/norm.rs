@@ -2,11 +2,13 @@
 //! and rounded to it after. At inference each row is normalised by our loop, rows spread over rayon's
 //! threads; a tensor that records gradients (training) takes candle's differentiable ops.
 
-use candle_core::{Module, Result, Tensor, D};
+use std::mem::MaybeUninit;
+
+use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
-use super::{map_f32, Numerics};
+use super::{map_f32, with_f32_values, Numerics};
 
 /// Rows per parallel task.
 const ROWS_PER_TASK: usize = 64;
@@ -51,6 +53,7 @@ impl LayerNorm {
         })
     }
 
+    /// One row, normalised and rounded to the model's precision.
     fn normalise(&self, row: &mut [f32]) {
         let n = row.len() as f32;
         let mean = row.iter().sum::<f32>() / n;
@@ -63,20 +66,53 @@ impl LayerNorm {
         {
             *v = (*v - mean) * inv * w + b;
         }
+        self.numerics.round_slice(row);
+    }
+
+    /// LayerNorm(a + b), the residual connection's sum formed row by row inside the normalisation
+    /// (no tensor of it is built).
+    pub fn forward_sum(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        let plain = |x: &Tensor| x.dtype() == DType::F32 && x.device().is_cpu() && !x.track_op();
+        if !(plain(a) && plain(b)) || a.dims() != b.dims() {
+            return self.forward(&(a + b)?);
+        }
+        let dim = self.weight_values.len();
+        let len = a.elem_count();
+        let mut out: Vec<f32> = Vec::with_capacity(len);
+        with_f32_values(a, |a| {
+            with_f32_values(b, |b| {
+                let chunk = dim * ROWS_PER_TASK;
+                out.spare_capacity_mut()[..len]
+                    .par_chunks_mut(chunk)
+                    .zip(a.par_chunks(chunk).zip(b.par_chunks(chunk)))
+                    .for_each(|(out, (a, b))| {
+                        for (o, (x, y)) in out.iter_mut().zip(a.iter().zip(b)) {
+                            o.write(x + y);
+                        }
+                        // SAFETY: every value of `out` was just written.
+                        let out = unsafe { &mut *(out as *mut [MaybeUninit<f32>] as *mut [f32]) };
+                        out.chunks_exact_mut(dim)
+                            .for_each(|row| self.normalise(row));
+                    })
+            })
+        })??;
+        // SAFETY: the chunks cover all `len` values.
+        unsafe { out.set_len(len) };
+        Tensor::from_vec(out, a.shape(), a.device())
     }
 }
 
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dim = self.weight_values.len();
-        let y = match rows_in_parallel(x, dim, |row| self.normalise(row))? {
-            Some(y) => y,
+        match rows_in_parallel(x, dim, |row| self.normalise(row))? {
+            Some(y) => Ok(y),
             None => {
                 let eps = self.eps as f32;
-                candle_nn::ops::layer_norm_slow(x, &self.weight, &self.bias, eps)?
+                let y = candle_nn::ops::layer_norm_slow(x, &self.weight, &self.bias, eps)?;
+                self.numerics.round(y)
             }
-        };
-        self.numerics.round(y)
+        }
     }
 }
 
@@ -116,22 +152,22 @@ impl RmsNorm {
         for (v, w) in row.iter_mut().zip(&self.weight_values) {
             *v *= w;
         }
+        self.numerics.round_slice(row);
     }
 }
 
 impl Module for RmsNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dim = self.weight_values.len();
-        let y = match rows_in_parallel(x, dim, |row| self.normalise(row))? {
-            Some(y) => y,
+        match rows_in_parallel(x, dim, |row| self.normalise(row))? {
+            Some(y) => Ok(y),
             None => {
                 let variance = x.sqr()?.mean_keepdim(D::Minus1)?;
                 let normed = self
                     .numerics
                     .round(x.broadcast_div(&(variance + self.eps)?.sqrt()?)?)?;
-                normed.broadcast_mul(&self.weight)?
+                self.numerics.round(normed.broadcast_mul(&self.weight)?)
             }
-        };
-        self.numerics.round(y)
+        }
     }
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 
 use super::cpu::{CpuFeatures, MatmulKernel};
-use super::gemm::{self, PackedWeight};
+use super::gemm::{self, int8, PackedWeight};
 
 /// One GEMM shape: `m` rows of activations times a (k -> n) weight matrix.
 #[derive(Debug, Clone, Copy)]
@@ -58,6 +58,10 @@ pub enum Instruction {
     DotBf16,
     /// VPDPBUSD zmm (int8).
     DotU8S8,
+    /// TDPBF16PS on AMX tiles.
+    TileBf16,
+    /// TDPBUSD on AMX tiles (int8).
+    TileU8S8,
     /// VFMADD231PS ymm.
     Fma256,
 }
@@ -111,10 +115,9 @@ pub fn measure_shape(shape: Shape, repeat: usize) -> candle_core::Result<Vec<Mea
         instruction: None,
     });
     let cpu = CpuFeatures::detect();
+    let mut y = vec![0f32; m * n];
     if MatmulKernel::Avx512.supported(cpu) {
-        let packings = PackedWeight::in_every_storage(&w, n, k);
-        let mut y = vec![0f32; m * n];
-        for packed in &packings {
+        for packed in &PackedWeight::in_every_storage(&w, n, k, MatmulKernel::Avx512) {
             let gflops =
                 best(&mut || gemm::matmul(MatmulKernel::Avx512, &x, m, packed, None, &mut y));
             found.push(Measurement {
@@ -124,19 +127,36 @@ pub fn measure_shape(shape: Shape, repeat: usize) -> candle_core::Result<Vec<Mea
             });
         }
     }
+    if MatmulKernel::Amx.supported(cpu) {
+        let [_, bf16, _] = PackedWeight::in_every_storage(&w, n, k, MatmulKernel::Amx);
+        let gflops = best(&mut || gemm::matmul(MatmulKernel::Amx, &x, m, &bf16, None, &mut y));
+        found.push(Measurement {
+            path: "amx bf16 weights (activations rounded to bf16)".into(),
+            gflops,
+            instruction: Some(Instruction::TileBf16),
+        });
+    }
+    // int8 on every path this CPU has: portable, VNNI, AMX.
     let int8 = PackedWeight::quantize_int8(&w, n, k);
-    let kernel = MatmulKernel::best(cpu);
-    let mut y = vec![0f32; m * n];
-    let gflops = best(&mut || gemm::matmul(kernel, &x, m, &int8, None, &mut y));
-    let vnni = kernel == MatmulKernel::Avx512 && cpu.avx512_vnni;
-    found.push(Measurement {
-        path: match vnni {
-            true => "avx512-vnni int8 weights".into(),
-            false => "portable int8 weights".into(),
-        },
-        gflops,
-        instruction: vnni.then_some(Instruction::DotU8S8),
-    });
+    let mut paths: Vec<(MatmulKernel, int8::Path)> = Vec::new();
+    for kernel in MatmulKernel::ALL {
+        let path = int8::Path::of(kernel);
+        if kernel.supported(cpu) && !paths.iter().any(|(_, p)| *p == path) {
+            paths.push((kernel, path));
+        }
+    }
+    for (kernel, path) in paths {
+        let gflops = best(&mut || gemm::matmul(kernel, &x, m, &int8, None, &mut y));
+        found.push(Measurement {
+            path: format!("int8 weights on {}", path.describe()),
+            gflops,
+            instruction: match path {
+                int8::Path::Portable => None,
+                int8::Path::Vnni => Some(Instruction::DotU8S8),
+                int8::Path::Amx => Some(Instruction::TileU8S8),
+            },
+        });
+    }
     Ok(found)
 }
 
@@ -166,6 +186,20 @@ pub fn peaks() -> Vec<Measurement> {
                 path: "AVX-512 int8 dot (VPDPBUSD zmm), GOP/s".into(),
                 gflops: on_all_threads(|| unsafe { x86::dpbusd() }),
                 instruction: Some(Instruction::DotU8S8),
+            });
+        }
+        if cpu.amx_bf16 {
+            found.push(Measurement {
+                path: "AMX bf16 tiles (TDPBF16PS)".into(),
+                gflops: on_all_threads(|| unsafe { x86::tiles(x86::TileInstruction::Bf16) }),
+                instruction: Some(Instruction::TileBf16),
+            });
+        }
+        if cpu.amx_int8 {
+            found.push(Measurement {
+                path: "AMX int8 tiles (TDPBUSD), GOP/s".into(),
+                gflops: on_all_threads(|| unsafe { x86::tiles(x86::TileInstruction::U8S8) }),
+                instruction: Some(Instruction::TileU8S8),
             });
         }
         if cpu.avx2_fma {
@@ -248,6 +282,48 @@ mod x86 {
             .fold(_mm512_setzero_si512(), |s, v| _mm512_add_epi32(s, *v));
         std::hint::black_box(sum);
         (ITERATIONS / 12 * 12 * 128) as f64
+    }
+
+    pub enum TileInstruction {
+        Bf16,
+        U8S8,
+    }
+
+    /// Four independent tile multiply-adds per round on registers only (tiles zero: the values do not
+    /// change the speed), as the kernels' 2 x 2 blocks issue them.
+    ///
+    /// # Safety
+    /// The CPU must have AMX (bf16 and int8) with the OS's permission.
+    pub unsafe fn tiles(instruction: TileInstruction) -> f64 {
+        const ROUNDS: usize = 1_000_000;
+        let _tiles = unsafe { crate::ops::gemm::Tiles::configure() };
+        for _ in 0..ROUNDS {
+            // SAFETY: the tiles are configured on this thread.
+            unsafe {
+                match instruction {
+                    TileInstruction::Bf16 => std::arch::asm!(
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tdpbf16ps tmm1, tmm4, tmm7",
+                        "tdpbf16ps tmm2, tmm5, tmm6",
+                        "tdpbf16ps tmm3, tmm5, tmm7",
+                        options(nostack, nomem)
+                    ),
+                    TileInstruction::U8S8 => std::arch::asm!(
+                        "tdpbusd tmm0, tmm4, tmm6",
+                        "tdpbusd tmm1, tmm4, tmm7",
+                        "tdpbusd tmm2, tmm5, tmm6",
+                        "tdpbusd tmm3, tmm5, tmm7",
+                        options(nostack, nomem)
+                    ),
+                }
+            }
+        }
+        // 16 x 16 sums of 32 (bf16) or 64 (int8) products, two operations each, four per round.
+        let depth = match instruction {
+            TileInstruction::Bf16 => 32,
+            TileInstruction::U8S8 => 64,
+        };
+        (ROUNDS * 4 * 16 * 16 * depth * 2) as f64
     }
 
     #[target_feature(enable = "avx2,fma")]

@@ -68,6 +68,27 @@ pub fn round_to_bf16(x: &mut [f32]) {
     })
 }
 
+/// Rows of `k` values of `x` as bf16 bit patterns (nearest, ties to even) into rows `k_padded`
+/// apart of `out`, whose padding is left as it is (the AMX kernels' activations).
+pub fn to_bf16_rows(x: &[f32], k: usize, out: &mut [u16], k_padded: usize) {
+    let rows_per_task = CHUNK / k.max(1) + 1;
+    x.par_chunks(rows_per_task * k.max(1))
+        .zip(out.par_chunks_mut(rows_per_task * k_padded))
+        .for_each(|(x, out)| {
+            for (row, out) in x.chunks_exact(k.max(1)).zip(out.chunks_mut(k_padded)) {
+                #[cfg(target_arch = "x86_64")]
+                if CpuFeatures::detect().avx512f {
+                    // SAFETY: the CPU has AVX-512F; `out` is at least as long as `row`.
+                    unsafe { avx512::to_bf16_bits(row, out) };
+                    continue;
+                }
+                for (o, &v) in out.iter_mut().zip(row) {
+                    *o = half::bf16::from_f32(v).to_bits();
+                }
+            }
+        });
+}
+
 /// Rounds every value to the nearest IEEE half (ties to even), kept as f32.
 pub fn round_to_f16(x: &mut [f32]) {
     chunked(x, |x| {
@@ -191,13 +212,34 @@ mod avx512 {
         map(x, |v| gelu_vector(v));
     }
 
+    /// `v` rounded to the nearest bf16 (ties to even) in the upper 16 bits of each lane: add 0x7fff
+    /// plus the lowest kept bit.
+    #[target_feature(enable = "avx512f")]
+    fn bf16_rounded(v: __m512) -> __m512i {
+        let bits = _mm512_castps_si512(v);
+        let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(1));
+        _mm512_add_epi32(bits, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff)))
+    }
+
+    /// `row` as bf16 bit patterns into `out` (at least as long).
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn to_bf16_bits(row: &[f32], out: &mut [u16]) {
+        for i in (0..row.len()).step_by(16) {
+            let valid = (row.len() - i).min(16);
+            let mask = ((1u32 << valid) - 1) as __mmask16;
+            // SAFETY: masked lanes beyond the row (and `out`, as long) are neither read nor written.
+            unsafe {
+                let v = _mm512_maskz_loadu_ps(mask, row.as_ptr().add(i));
+                let bits = _mm512_srli_epi32::<16>(bf16_rounded(v));
+                _mm512_mask_cvtepi32_storeu_epi16(out.as_mut_ptr().add(i).cast(), mask, bits);
+            }
+        }
+    }
+
     #[target_feature(enable = "avx512f")]
     pub(super) fn round_to_bf16(x: &mut [f32]) {
         map(x, |v| {
-            // Round to nearest even on the upper 16 bits: add 0x7fff plus the lowest kept bit.
-            let bits = _mm512_castps_si512(v);
-            let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(1));
-            let rounded = _mm512_add_epi32(bits, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff)));
+            let rounded = bf16_rounded(v);
             let kept = _mm512_and_si512(rounded, _mm512_set1_epi32(0xffff_0000u32 as i32));
             _mm512_castsi512_ps(kept)
         });

@@ -17,7 +17,6 @@ pub use padded::{padded_attention, Dropout, PaddedLayout};
 
 use candle_core::{Result, Tensor};
 
-use super::cpu::MatmulKernel;
 use super::Numerics;
 
 /// How the heads sit in the rows of the packed q/k/v matrix: q heads, then k heads, then v heads.
@@ -70,7 +69,9 @@ pub fn packed_attention(
     }
     let context = match numerics.kernel {
         #[cfg(target_arch = "x86_64")]
-        MatmulKernel::Avx512 if !qkv.track_op() => kernel::attention(qkv, seq_lens, heads)?,
+        kernel if kernel.packs_weights() && !qkv.track_op() => {
+            kernel::attention(qkv, seq_lens, heads)?
+        }
         _ => per_sequence(qkv, seq_lens, heads, numerics)?,
     };
     numerics.round(context)
@@ -227,7 +228,7 @@ mod kernel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::cpu::CpuFeatures;
+    use crate::ops::cpu::{CpuFeatures, MatmulKernel};
     use candle_core::Device;
 
     fn numerics(kernel: MatmulKernel) -> Numerics {

@@ -7,7 +7,7 @@ use std::arch::x86_64::*;
 use std::cell::RefCell;
 use std::ops::Range;
 
-use super::{Aligned, PackedWeight, PanelData, KC, MR, NC_PANELS, NR};
+use super::{lanes, Aligned, PackedWeight, PanelData, KC, MR, NC_PANELS, NR};
 
 thread_local! {
     /// Per-thread scratch: a widened (f32) copy of one KC x NR panel slice (for bf16/f16 panels),
@@ -123,8 +123,10 @@ impl Product<'_> {
                         widen_f16(v.as_ptr().add(offset), kc * NR, widened);
                         widened
                     }
-                    // `matmul` sends int8 panels to their own kernels; attention packs f32.
-                    PanelData::Int8(_) => unreachable!("int8 panels reached the f32 kernel"),
+                    // `matmul` sends int8 and tile panels to their own kernels; attention packs f32.
+                    PanelData::Int8(_) | PanelData::Bf16Pairs(_) => {
+                        unreachable!("matrix-unit panels reached the f32 kernel")
+                    }
                 };
                 let cols = NR.min(self.cols - j * NR);
                 // The bias is added once, when the first k slice is stored; later slices accumulate.
@@ -218,14 +220,7 @@ impl Tile {
         }
         // Masks keep the last panel's padding columns out of `c` (masked lanes are never touched,
         // so the pointers past the row's end are not dereferenced).
-        let mask = |valid: usize| -> __mmask16 {
-            if valid >= 16 {
-                0xffff
-            } else {
-                ((1u32 << valid) - 1) as __mmask16
-            }
-        };
-        let (m0, m1) = (mask(self.cols), mask(self.cols.saturating_sub(16)));
+        let (m0, m1) = (lanes(self.cols), lanes(self.cols.saturating_sub(16)));
         for r in 0..R {
             let row = self.c.add(r * self.ldc);
             let row_hi = row.wrapping_add(16);

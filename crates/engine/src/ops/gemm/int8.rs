@@ -8,18 +8,69 @@
 //! The sum of products is exact in i32 (|u8 x s8| <= 32,385, so 66,000 inputs fit), the column sums
 //! are kept from packing, and the dequantization and bias are applied as the tile is stored.
 //!
-//! Layout for `VPDPBUSD` (4 adjacent u8 x s8 products summed into each i32 lane): panels of NR
-//! output columns, k cut into groups of 4; group g of a panel holds NR x 4 bytes, column-major within
-//! the group, so one 64-byte load gives 16 columns x 4 inputs. k is padded to a multiple of 4 with zero
-//! weights (padding activations then contribute nothing). The portable loop reads the same layout
-//! and gives the same integers, so every kernel computes identical scores.
+//! Layout for `VPDPBUSD` and `TDPBUSD` (4 adjacent u8 x s8 products summed into each i32 lane):
+//! panels of NR output columns, k cut into groups of 4; group g of a panel holds NR x 4 bytes,
+//! column-major within the group, so one 64-byte load (a vector, or a row of an AMX tile) gives 16
+//! columns x 4 inputs. k is padded to a whole AMX tile row (64) with zero weights (padding activations
+//! then contribute nothing). The VNNI, AMX and portable kernels read the same layout and give the
+//! same integers, so every kernel computes identical scores.
 
 use rayon::prelude::*;
 
-use super::{plan_tasks, Aligned, OutPtr, Task, MR, NR};
+use super::{for_each_task, grouped_at, pack_grouped, plan_tasks, Aligned, OutPtr, Task, MR, NR};
+use crate::ops::cpu::{CpuFeatures, MatmulKernel};
 
 /// Inputs per group of `VPDPBUSD`.
 pub const GROUP: usize = 4;
+/// k is padded to a multiple of this: the inputs of one row of an AMX int8 tile.
+const DEPTH_ALIGN: usize = 64;
+/// The activations' rows are padded (with zeros) to a multiple of this: the rows of the AMX kernel's
+/// two tiles, which it loads whole.
+const ROW_ALIGN: usize = 32;
+
+/// Which code computes the integer products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// Plain loops: any CPU.
+    Portable,
+    /// `VPDPBUSD` on zmm registers (AVX-512 VNNI).
+    Vnni,
+    /// `TDPBUSD` on AMX tiles.
+    Amx,
+}
+
+impl Path {
+    /// The path of a matmul kernel on this CPU: the AMX kernel's tiles, the AVX-512 kernel's VNNI
+    /// where the CPU has it, else the portable loop.
+    pub fn of(kernel: MatmulKernel) -> Self {
+        match kernel {
+            MatmulKernel::Amx => Self::Amx,
+            MatmulKernel::Avx512 if CpuFeatures::detect().avx512_vnni => Self::Vnni,
+            _ => Self::Portable,
+        }
+    }
+
+    /// How people call it.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Portable => "the portable loop (no AVX-512 VNNI)",
+            Self::Vnni => "AVX-512 VNNI (VPDPBUSD)",
+            Self::Amx => "AMX tiles (TDPBUSD)",
+        }
+    }
+}
+
+/// `values` quantized symmetrically into `out`: each to the nearest multiple of max |value| / 127
+/// (returned: the scale; 1 for all zeros).
+pub fn quantize_symmetric(values: &[f32], out: &mut [i8]) -> f32 {
+    let max = values.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+    let inv = 1.0 / scale;
+    for (q, &v) in out.iter_mut().zip(values) {
+        *q = round_small(v * inv).clamp(-127.0, 127.0) as i8;
+    }
+    scale
+}
 
 /// `x.round_ties_even()` for |x| < 2^22, in two additions: adding 1.5 x 2^23 leaves no fraction
 /// bits, so the sum rounds to an integer (ties to even, the default rounding mode), and subtracting
@@ -31,13 +82,10 @@ pub fn round_small(x: f32) -> f32 {
     (x + MAGIC) - MAGIC
 }
 
-/// A weight matrix quantized to int8 in panel layout.
+/// A weight matrix quantized to int8 in panel layout (its n and k are the `PackedWeight`'s).
 #[derive(Debug, Clone)]
 pub struct Int8Panels {
-    /// Outputs and inputs.
-    n: usize,
-    k: usize,
-    /// k padded to a multiple of GROUP.
+    /// k padded to a multiple of DEPTH_ALIGN.
     pub(super) k_padded: usize,
     pub(super) data: Aligned<i8>,
     /// Per output column (padded to whole panels with zeros): the dequantization scale.
@@ -49,31 +97,22 @@ pub struct Int8Panels {
 impl Int8Panels {
     /// Quantizes a row-major (n x k) f32 matrix: each row (output channel) by max |w| / 127.
     pub fn quantize(w: &[f32], n: usize, k: usize) -> Self {
-        let k_padded = k.div_ceil(GROUP) * GROUP;
+        let k_padded = k.next_multiple_of(DEPTH_ALIGN);
         let panels = n.div_ceil(NR);
-        let mut data = Aligned::zeroed(panels * k_padded * NR);
         let mut scales = vec![0.0; panels * NR];
         let mut col_sums = vec![0; panels * NR];
-        for (row, values) in w.chunks_exact(k.max(1)).enumerate().take(n) {
-            let max = values.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
-            let inv = 1.0 / scale;
-            scales[row] = scale;
-            let (panel, col) = (row / NR, row % NR);
-            let base = panel * k_padded * NR + col * GROUP;
-            let mut sum = 0i32;
-            for (p, &v) in values.iter().enumerate() {
-                let q = round_small(v * inv).clamp(-127.0, 127.0) as i8;
-                sum += i32::from(q);
-                data[base + (p / GROUP) * NR * GROUP + p % GROUP] = q;
-            }
-            col_sums[row] = sum;
+        let mut rows = vec![0i8; n * k];
+        for (row, (values, out)) in w
+            .chunks_exact(k.max(1))
+            .zip(rows.chunks_exact_mut(k.max(1)))
+            .enumerate()
+        {
+            scales[row] = quantize_symmetric(values, out);
+            col_sums[row] = out.iter().map(|&q| i32::from(q)).sum();
         }
         Self {
-            n,
-            k,
             k_padded,
-            data,
+            data: pack_grouped(&rows, (n, k), (GROUP, k_padded), |q| q),
             scales,
             col_sums,
         }
@@ -81,11 +120,7 @@ impl Int8Panels {
 
     /// One weight, dequantized (for tests and the reference product).
     pub fn get(&self, row: usize, col: usize) -> f32 {
-        let at = (row / NR) * self.k_padded * NR
-            + (col / GROUP) * NR * GROUP
-            + (row % NR) * GROUP
-            + col % GROUP;
-        f32::from(self.data[at]) * self.scales[row]
+        f32::from(self.data[grouped_at(row, col, self.k_padded, GROUP)]) * self.scales[row]
     }
 
     pub fn bytes(&self) -> usize {
@@ -93,8 +128,8 @@ impl Int8Panels {
     }
 }
 
-/// Activations quantized per row: u8 values (rows `k_padded` apart, the padding zero), each row's
-/// scale and zero point.
+/// Activations quantized per row: u8 values (rows `k_padded` apart, padded with zeros to whole
+/// rows of k_padded and to a multiple of ROW_ALIGN rows), each row's scale and zero point.
 pub(super) struct QuantizedRows {
     pub data: Vec<u8>,
     pub scales: Vec<f32>,
@@ -105,7 +140,7 @@ impl QuantizedRows {
     /// Each row's range (widened to hold 0, so that 0 is exact) is mapped onto 0..=255; `simd`
     /// uses AVX-512 (same values as the plain loops).
     pub fn quantize(x: &[f32], m: usize, k: usize, k_padded: usize, simd: bool) -> Self {
-        let mut data = vec![0u8; m * k_padded];
+        let mut data = vec![0u8; m.next_multiple_of(ROW_ALIGN) * k_padded];
         let mut scales = vec![0.0; m];
         let mut zero_points = vec![0; m];
         let rows_per_task = (1 << 16) / k.max(1) + 1;
@@ -180,21 +215,25 @@ impl RowRange {
     }
 }
 
-/// `y = x W^T (+ bias)` on int8 panels; `vnni` picks the `VPDPBUSD` kernel (the CPU must have
-/// AVX-512 VNNI), else the portable loop.
+/// `y = x W^T (+ bias)` on int8 panels into `out` (m x n), `x` (m x k) as `gemm::matmul` checked
+/// them; `path` must be one the CPU has.
 pub(super) fn matmul(
-    vnni: bool,
+    path: Path,
     x: &[f32],
-    m: usize,
+    (m, n): (usize, usize),
     w: &Int8Panels,
     bias: Option<&[f32]>,
-    y: &mut [f32],
+    out: OutPtr,
 ) {
-    let (n, k) = (w.n, w.k);
-    let a = QuantizedRows::quantize(x, m, k, w.k_padded, vnni);
-    let out = OutPtr(y.as_mut_ptr());
-    let tasks = plan_tasks(m, n.div_ceil(NR));
-    let run = |task: &Task| {
+    let k = x.len() / m;
+    let simd = path != Path::Portable;
+    let a = QuantizedRows::quantize(x, m, k, w.k_padded, simd);
+    let tile_rows = match path {
+        Path::Amx => ROW_ALIGN,
+        _ => TILE_ROWS,
+    };
+    let tasks = plan_tasks(m, n.div_ceil(NR), tile_rows);
+    for_each_task(&tasks, |task: &Task| {
         let block = Block {
             a: &a,
             w,
@@ -204,20 +243,17 @@ pub(super) fn matmul(
             bias,
             c: out,
         };
-        #[cfg(target_arch = "x86_64")]
-        if vnni {
-            // SAFETY: `vnni` is set only where the CPU has AVX-512 VNNI; the block stays inside
-            // a, w and y, and no two tasks write the same element of y.
-            return unsafe { super::vnni::run(&block) };
+        // SAFETY (both kernels): `Path::of` picks them only where the CPU has their instructions
+        // (and the OS the AMX state); the block stays inside a, w and y, and no two tasks write
+        // the same element of y.
+        match path {
+            #[cfg(target_arch = "x86_64")]
+            Path::Vnni => unsafe { super::vnni::run(&block) },
+            #[cfg(target_arch = "x86_64")]
+            Path::Amx => unsafe { super::amx::run_int8(&block) },
+            _ => block.run_portable(),
         }
-        let _ = vnni;
-        block.run_portable();
-    };
-    if tasks.len() == 1 {
-        run(&tasks[0]);
-    } else {
-        tasks.par_iter().for_each(run);
-    }
+    });
 }
 
 /// One task of an int8 product: its rows and panels of the output.

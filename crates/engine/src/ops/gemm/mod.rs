@@ -11,8 +11,14 @@
 //! the panels, and for each panel the MR-row tiles: the panel slice (KC x NR x 4 bytes) stays in L1/L2
 //! while the tiles stream by, and the task's rows of `y` stay in L2 across the k slices.
 //! Threads (rayon's pool) take tasks: row blocks when there are enough, else panel ranges too.
+//!
+//! The matrix units read panels of the same NR columns with k cut into groups (`amx`, `int8`): each
+//! group holds NR x G values, G consecutive inputs of a column side by side (G = 2 for bf16 tiles, 4
+//! for int8), so one 64-byte row of a tile is 16 columns x G inputs. The FMA panels are the case G = 1.
 
 mod aligned;
+#[cfg(target_arch = "x86_64")]
+mod amx;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
 pub mod int8;
@@ -21,10 +27,14 @@ mod vnni;
 
 pub use aligned::Aligned;
 use aligned::Plain;
+#[cfg(target_arch = "x86_64")]
+pub(crate) use amx::Tiles;
+
+use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::cpu::{CpuFeatures, MatmulKernel};
+use super::cpu::MatmulKernel;
 
 /// Output columns per panel: two 512-bit vectors of f32.
 pub const NR: usize = 32;
@@ -48,8 +58,42 @@ pub enum PanelData {
     Bf16(Aligned<u16>),
     /// IEEE half bit patterns.
     F16(Aligned<u16>),
+    /// bf16 bit patterns in the layout of AMX tiles (pairs of inputs, k padded to whole tiles).
+    Bf16Pairs(Aligned<u16>),
     /// Quantized, in the layout of the int8 kernels (see `int8`).
     Int8(int8::Int8Panels),
+}
+
+/// Inputs per group of a column in the bf16 tile layout (`TDPBF16PS` multiplies pairs).
+const BF16_PAIR: usize = 2;
+
+/// Where input `col` of output `row` sits in panels of groups of `group` inputs, k padded to
+/// `k_padded` (a multiple of `group`).
+fn grouped_at(row: usize, col: usize, k_padded: usize, group: usize) -> usize {
+    (row / NR) * k_padded * NR + (col / group) * NR * group + (row % NR) * group + col % group
+}
+
+/// Packs a row-major (n x k) matrix into panels of groups of `group` inputs, k padded with zeros to
+/// `k_padded`, each value converted by `convert`.
+fn pack_grouped<T: Copy, U: Plain>(
+    w: &[T],
+    (n, k): (usize, usize),
+    (group, k_padded): (usize, usize),
+    convert: impl Fn(T) -> U,
+) -> Aligned<U> {
+    assert_eq!(
+        w.len(),
+        n * k,
+        "weight matrix of {n} x {k} has {} values",
+        w.len()
+    );
+    let mut out = Aligned::zeroed(n.div_ceil(NR) * k_padded * NR);
+    for (row, values) in w.chunks_exact(k.max(1)).enumerate().take(n) {
+        for (col, &v) in values.iter().enumerate() {
+            out[grouped_at(row, col, k_padded, group)] = convert(v);
+        }
+    }
+    out
 }
 
 /// A weight matrix (n outputs x k inputs) in panel layout.
@@ -61,45 +105,27 @@ pub struct PackedWeight {
 }
 
 impl PackedWeight {
-    /// Packs a row-major (n x k) matrix of any element type, converted by `convert`.
-    fn pack_with<T: Copy, U: Plain>(
-        w: &[T],
-        n: usize,
-        k: usize,
-        convert: impl Fn(T) -> U,
-    ) -> Aligned<U> {
-        assert_eq!(
-            w.len(),
-            n * k,
-            "weight matrix of {n} x {k} has {} values",
-            w.len()
-        );
-        let panels = n.div_ceil(NR);
-        let mut out = Aligned::zeroed(panels * k * NR);
-        for (row, values) in w.chunks_exact(k.max(1)).enumerate().take(n) {
-            let (panel, col) = (row / NR, row % NR);
-            let base = panel * k * NR + col;
-            for (kk, &v) in values.iter().enumerate() {
-                out[base + kk * NR] = convert(v);
-            }
-        }
-        out
-    }
-
     pub fn from_f32(w: &[f32], n: usize, k: usize) -> Self {
-        let data = PanelData::F32(Self::pack_with(w, n, k, |v| v));
+        let data = PanelData::F32(pack_grouped(w, (n, k), (1, k), |v| v));
         Self { n, k, data }
     }
 
-    /// From bf16 bit patterns.
-    pub fn from_bf16_bits(w: &[u16], n: usize, k: usize) -> Self {
-        let data = PanelData::Bf16(Self::pack_with(w, n, k, |v| v));
+    /// From bf16 bit patterns, for `kernel`: in AMX tile layout for the AMX kernel, else in FMA
+    /// panels.
+    pub fn from_bf16_bits(w: &[u16], n: usize, k: usize, kernel: MatmulKernel) -> Self {
+        let data = match kernel {
+            MatmulKernel::Amx => {
+                let k_padded = k.next_multiple_of(BF16_TILE_DEPTH);
+                PanelData::Bf16Pairs(pack_grouped(w, (n, k), (BF16_PAIR, k_padded), |v| v))
+            }
+            _ => PanelData::Bf16(pack_grouped(w, (n, k), (1, k), |v| v)),
+        };
         Self { n, k, data }
     }
 
     /// From IEEE half bit patterns.
     pub fn from_f16_bits(w: &[u16], n: usize, k: usize) -> Self {
-        let data = PanelData::F16(Self::pack_with(w, n, k, |v| v));
+        let data = PanelData::F16(pack_grouped(w, (n, k), (1, k), |v| v));
         Self { n, k, data }
     }
 
@@ -109,8 +135,13 @@ impl PackedWeight {
         Self { n, k, data }
     }
 
-    /// The matrix in each storage the kernels read (f32, bf16, f16), for tests and probes.
-    pub fn in_every_storage(w: &[f32], n: usize, k: usize) -> [PackedWeight; 3] {
+    /// The matrix in each float storage `kernel` reads (f32, bf16, f16), for tests and probes.
+    pub fn in_every_storage(
+        w: &[f32],
+        n: usize,
+        k: usize,
+        kernel: MatmulKernel,
+    ) -> [PackedWeight; 3] {
         let bf16: Vec<u16> = w
             .iter()
             .map(|&v| half::bf16::from_f32(v).to_bits())
@@ -121,7 +152,7 @@ impl PackedWeight {
             .collect();
         [
             Self::from_f32(w, n, k),
-            Self::from_bf16_bits(&bf16, n, k),
+            Self::from_bf16_bits(&bf16, n, k, kernel),
             Self::from_f16_bits(&f16, n, k),
         ]
     }
@@ -140,6 +171,7 @@ impl PackedWeight {
         match self.data {
             PanelData::F32(_) => "f32",
             PanelData::Bf16(_) => "bf16",
+            PanelData::Bf16Pairs(_) => "bf16 tiles",
             PanelData::F16(_) => "f16",
             PanelData::Int8(_) => "int8",
         }
@@ -149,22 +181,24 @@ impl PackedWeight {
     pub fn bytes(&self) -> usize {
         match &self.data {
             PanelData::F32(v) => v.len() * 4,
-            PanelData::Bf16(v) | PanelData::F16(v) => v.len() * 2,
+            PanelData::Bf16(v) | PanelData::Bf16Pairs(v) | PanelData::F16(v) => v.len() * 2,
             PanelData::Int8(q) => q.bytes(),
         }
     }
 
     /// One weight, widened to f32 (dequantized for int8), for tests and the reference product.
     pub fn get(&self, row: usize, col: usize) -> f32 {
-        if let PanelData::Int8(q) = &self.data {
-            return q.get(row, col);
-        }
-        let at = (row / NR) * self.k * NR + col * NR + row % NR;
+        let bf16 = |bits: u16| f32::from_bits((bits as u32) << 16);
+        let at = grouped_at(row, col, self.k, 1);
         match &self.data {
             PanelData::F32(v) => v[at],
-            PanelData::Bf16(v) => f32::from_bits((v[at] as u32) << 16),
+            PanelData::Bf16(v) => bf16(v[at]),
             PanelData::F16(v) => half::f16::from_bits(v[at]).to_f32(),
-            PanelData::Int8(_) => unreachable!("handled above"),
+            PanelData::Bf16Pairs(v) => {
+                let k_padded = self.k.next_multiple_of(BF16_TILE_DEPTH);
+                bf16(v[grouped_at(row, col, k_padded, BF16_PAIR)])
+            }
+            PanelData::Int8(q) => q.get(row, col),
         }
     }
 }
@@ -178,6 +212,22 @@ pub fn matmul(
     bias: Option<&[f32]>,
     y: &mut [f32],
 ) {
+    // SAFETY: f32 and MaybeUninit<f32> have the same layout, and `matmul_into` writes only
+    // initialised values.
+    let y = unsafe { &mut *(y as *mut [f32] as *mut [MaybeUninit<f32>]) };
+    matmul_into(kernel, x, m, w, bias, y)
+}
+
+/// `matmul` into a buffer that need not be initialised: every element of `y` is written (a fresh
+/// output need not be zeroed first, which cost a twentieth of a bf16 encoder's time).
+pub fn matmul_into(
+    kernel: MatmulKernel,
+    x: &[f32],
+    m: usize,
+    w: &PackedWeight,
+    bias: Option<&[f32]>,
+    y: &mut [MaybeUninit<f32>],
+) {
     let (n, k) = (w.n, w.k);
     assert_eq!(x.len(), m * k, "x is not {m} x {k}");
     assert_eq!(y.len(), m * n, "y is not {m} x {n}");
@@ -188,26 +238,33 @@ pub fn matmul(
         return;
     }
     if k == 0 {
-        for row in y.chunks_exact_mut(n) {
-            match bias {
-                Some(b) => row.copy_from_slice(b),
-                None => row.fill(0.0),
-            }
+        for (at, value) in y.iter_mut().enumerate() {
+            value.write(bias.map_or(0.0, |b| b[at % n]));
         }
         return;
     }
-    if let PanelData::Int8(q) = &w.data {
-        // Every kernel runs int8 weights: VPDPBUSD where the CPU has it, else the portable loop
+    let out = OutPtr(y.as_mut_ptr().cast());
+    match (&w.data, kernel) {
+        // Every kernel runs int8 weights: on the matrix unit the CPU has, else the portable loop
         // on the same integers.
-        let vnni = kernel == MatmulKernel::Avx512 && CpuFeatures::detect().avx512_vnni;
-        return int8::matmul(vnni, x, m, q, bias, y);
-    }
-    match kernel {
+        (PanelData::Int8(q), _) => int8::matmul(int8::Path::of(kernel), x, (m, n), q, bias, out),
         #[cfg(target_arch = "x86_64")]
-        MatmulKernel::Avx512 => run_tasks(x, m, w, bias, y),
-        _ => reference(x, m, w, bias, y),
+        (PanelData::Bf16Pairs(panels), MatmulKernel::Amx) => {
+            amx::matmul_bf16(x, m, (n, k), panels, bias, out)
+        }
+        (PanelData::Bf16Pairs(_), _) => {
+            panic!("bf16 tile panels are packed for the amx kernel only")
+        }
+        #[cfg(target_arch = "x86_64")]
+        (_, MatmulKernel::Avx512 | MatmulKernel::Amx) => run_tasks(x, m, w, bias, out),
+        _ => reference_with(x, m, w, bias, |at, v| {
+            y[at].write(v);
+        }),
     }
 }
+
+/// Inputs per row of a bf16 AMX tile (64 bytes): the bf16 tile panels' k is padded to a multiple.
+const BF16_TILE_DEPTH: usize = 32;
 
 /// A block of rows and a range of panels, computed by one thread.
 struct Task {
@@ -216,12 +273,13 @@ struct Task {
 }
 
 /// Cuts the product into tasks: one per MC-row block, each also split by panels when there are
-/// too few blocks to keep every thread busy (few tokens, e.g. one pair).
-fn plan_tasks(m: usize, panels: usize) -> Vec<Task> {
+/// too few blocks to keep every thread busy (few tokens, e.g. one pair). Blocks start on multiples
+/// of `tile_rows`, the micro-kernel's rows.
+fn plan_tasks(m: usize, panels: usize, tile_rows: usize) -> Vec<Task> {
     let threads = rayon::current_num_threads().max(1);
     // Row blocks of at most MC rows, as many as a multiple of the threads, with the row tiles
     // shared out evenly so that every thread gets the same work.
-    let tiles = m.div_ceil(MR);
+    let tiles = m.div_ceil(tile_rows);
     let row_blocks = m.div_ceil(MC).div_ceil(threads) * threads;
     let row_blocks = row_blocks.min(tiles);
     let panel_splits = (2 * threads).div_ceil(row_blocks).clamp(1, panels);
@@ -230,7 +288,7 @@ fn plan_tasks(m: usize, panels: usize) -> Vec<Task> {
     for block in 0..row_blocks {
         let first_tile = block * tiles / row_blocks;
         let end_tile = (block + 1) * tiles / row_blocks;
-        let rows = (first_tile * MR).min(m)..(end_tile * MR).min(m);
+        let rows = (first_tile * tile_rows).min(m)..(end_tile * tile_rows).min(m);
         for split in (0..panels).step_by(per_split) {
             tasks.push(Task {
                 rows: rows.clone(),
@@ -239,6 +297,25 @@ fn plan_tasks(m: usize, panels: usize) -> Vec<Task> {
         }
     }
     tasks
+}
+
+/// The mask of the first `valid` lanes of 16 (all of them from 16 on).
+#[cfg(target_arch = "x86_64")]
+fn lanes(valid: usize) -> std::arch::x86_64::__mmask16 {
+    if valid >= 16 {
+        0xffff
+    } else {
+        ((1u32 << valid) - 1) as u16
+    }
+}
+
+/// Runs every task, on rayon's pool unless there is only one (then on this thread: a product of a
+/// few rows is over before a pool would wake).
+fn for_each_task(tasks: &[Task], run: impl Fn(&Task) + Sync + Send) {
+    match tasks {
+        [one] => run(one),
+        _ => tasks.par_iter().for_each(run),
+    }
 }
 
 /// An output buffer handed to parallel tasks that each write their own disjoint block of it.
@@ -255,11 +332,10 @@ impl OutPtr {
 }
 
 #[cfg(target_arch = "x86_64")]
-fn run_tasks(x: &[f32], m: usize, w: &PackedWeight, bias: Option<&[f32]>, y: &mut [f32]) {
-    let out = OutPtr(y.as_mut_ptr());
+fn run_tasks(x: &[f32], m: usize, w: &PackedWeight, bias: Option<&[f32]>, out: OutPtr) {
     let (n, k) = (w.n, w.k);
-    let tasks = plan_tasks(m, n.div_ceil(NR));
-    let run = |task: &Task| {
+    let tasks = plan_tasks(m, n.div_ceil(NR), MR);
+    for_each_task(&tasks, |task: &Task| {
         let product = avx512::Product {
             a: x[task.rows.start * k..].as_ptr(),
             lda: k,
@@ -276,12 +352,7 @@ fn run_tasks(x: &[f32], m: usize, w: &PackedWeight, bias: Option<&[f32]>, y: &mu
         // SAFETY: the kernel was selected only where the CPU has AVX-512F; the task stays inside
         // x, w and y, and no two tasks write the same element of y.
         unsafe { product.run() }
-    };
-    if tasks.len() == 1 {
-        run(&tasks[0]);
-    } else {
-        tasks.par_iter().for_each(run);
-    }
+    });
 }
 
 /// One thread's product on strided operands, for callers that already run one task per thread
@@ -330,12 +401,10 @@ pub(crate) unsafe fn product_strided(
 
 /// Packs the matrix whose element (row, col) is `value(row, col)`, as f32.
 pub fn pack_f32_with(n: usize, k: usize, value: impl Fn(usize, usize) -> f32) -> PackedWeight {
-    let panels = n.div_ceil(NR);
-    let mut data = Aligned::zeroed(panels * k * NR);
+    let mut data = Aligned::zeroed(n.div_ceil(NR) * k * NR);
     for row in 0..n {
-        let base = (row / NR) * k * NR + row % NR;
         for col in 0..k {
-            data[base + col * NR] = value(row, col);
+            data[grouped_at(row, col, k, 1)] = value(row, col);
         }
     }
     PackedWeight {
@@ -348,6 +417,17 @@ pub fn pack_f32_with(n: usize, k: usize, value: impl Fn(usize, usize) -> f32) ->
 /// The plain triple loop, in f64: the reference every kernel is tested against, and the path of
 /// targets without our kernels (never chosen by `MatmulKernel::select` there: candle serves them).
 pub fn reference(x: &[f32], m: usize, w: &PackedWeight, bias: Option<&[f32]>, y: &mut [f32]) {
+    reference_with(x, m, w, bias, |at, v| y[at] = v)
+}
+
+/// `reference`, handing each output value (row-major index, value) to `write`.
+fn reference_with(
+    x: &[f32],
+    m: usize,
+    w: &PackedWeight,
+    bias: Option<&[f32]>,
+    mut write: impl FnMut(usize, f32),
+) {
     let (n, k) = (w.n, w.k);
     for i in 0..m {
         for j in 0..n {
@@ -355,7 +435,7 @@ pub fn reference(x: &[f32], m: usize, w: &PackedWeight, bias: Option<&[f32]>, y:
             for p in 0..k {
                 sum += x[i * k + p] as f64 * w.get(j, p) as f64;
             }
-            y[i * n + j] = sum as f32;
+            write(i * n + j, sum as f32);
         }
     }
 }

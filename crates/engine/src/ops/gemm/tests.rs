@@ -22,7 +22,7 @@ fn values(len: usize, seed: u64) -> Vec<f32> {
 
 fn kernels() -> Vec<MatmulKernel> {
     let cpu = CpuFeatures::detect();
-    let all = [MatmulKernel::Avx512];
+    let all = [MatmulKernel::Avx512, MatmulKernel::Amx];
     for kernel in all {
         if !kernel.supported(cpu) {
             eprintln!("skipping the {kernel} kernel: this CPU lacks it (it has: {cpu})");
@@ -51,7 +51,13 @@ fn kernels_match_the_reference_on_awkward_shapes() {
             let x = values(m * k, (m * 31 + k) as u64);
             let w = values(n * k, (n * 17 + k) as u64);
             let bias = values(n, n as u64);
-            for packed in PackedWeight::in_every_storage(&w, n, k) {
+            for packed in PackedWeight::in_every_storage(&w, n, k, kernel) {
+                // The AMX bf16 kernel multiplies activations rounded to bf16: so does its reference.
+                let mut x = x.clone();
+                if packed.storage_name() == "bf16 tiles" {
+                    x.iter_mut()
+                        .for_each(|v| *v = half::bf16::from_f32(*v).to_f32());
+                }
                 for bias in [None, Some(bias.as_slice())] {
                     let mut expected = vec![0.0; m * n];
                     reference(&x, m, &packed, bias, &mut expected);
@@ -79,14 +85,29 @@ fn kernels_match_the_reference_on_awkward_shapes() {
 #[test]
 fn packing_keeps_every_weight() {
     let (n, k) = (37, 5);
-    let w = values(n * k, 3);
-    let packed = PackedWeight::from_f32(&w, n, k);
-    for row in 0..n {
-        for col in 0..k {
-            assert_eq!(packed.get(row, col), w[row * k + col]);
+    // bf16 values, which every storage holds exactly.
+    let w: Vec<f32> = values(n * k, 3)
+        .iter()
+        .map(|&v| half::bf16::from_f32(v).to_f32())
+        .collect();
+    for kernel in [MatmulKernel::Avx512, MatmulKernel::Amx] {
+        for packed in PackedWeight::in_every_storage(&w, n, k, kernel) {
+            for row in 0..n {
+                for col in 0..k {
+                    assert_eq!(
+                        packed.get(row, col),
+                        w[row * k + col],
+                        "{}",
+                        packed.storage_name()
+                    );
+                }
+            }
         }
     }
-    assert_eq!(packed.bytes(), n.div_ceil(NR) * NR * k * 4);
+    assert_eq!(
+        PackedWeight::from_f32(&w, n, k).bytes(),
+        n.div_ceil(NR) * NR * k * 4
+    );
 }
 
 #[test]
@@ -107,15 +128,22 @@ fn empty_inner_dimension_gives_the_bias() {
 #[test]
 fn tasks_cover_the_output_once() {
     for (m, panels) in [(1, 1), (1, 24), (144, 3), (145, 3), (2048, 96), (5, 100)] {
-        let mut seen = vec![0u8; m * panels];
-        for task in plan_tasks(m, panels) {
-            for r in task.rows.clone() {
-                for p in task.panels.clone() {
-                    seen[r * panels + p] += 1;
+        for tile_rows in [MR, 32] {
+            let mut seen = vec![0u8; m * panels];
+            for task in plan_tasks(m, panels, tile_rows) {
+                assert_eq!(
+                    task.rows.start % tile_rows,
+                    0,
+                    "a block starts inside a tile"
+                );
+                for r in task.rows.clone() {
+                    for p in task.panels.clone() {
+                        seen[r * panels + p] += 1;
+                    }
                 }
             }
+            assert!(seen.iter().all(|&c| c == 1), "m={m} panels={panels}");
         }
-        assert!(seen.iter().all(|&c| c == 1), "m={m} panels={panels}");
     }
 }
 

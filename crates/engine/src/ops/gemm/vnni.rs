@@ -11,7 +11,7 @@
 use std::arch::x86_64::*;
 
 use super::int8::{Block, RowRange, GROUP, TILE_ROWS};
-use super::NR;
+use super::{lanes, NR};
 
 /// Panel bytes per group kept in L2 together.
 const GROUP_BYTES: usize = 512 * 1024;
@@ -89,47 +89,73 @@ impl Tile<'_, '_> {
         self.store::<R>(&lo, &hi);
     }
 
-    /// `y = (sum - za * col_sum) * sa * sw + bias`, masked to the valid columns of the panel.
     #[target_feature(enable = "avx512f")]
     #[inline]
     unsafe fn store<const R: usize>(&self, lo: &[__m512i; R], hi: &[__m512i; R]) {
-        let block = self.block;
-        let col0 = self.panel * NR;
+        let store = Int8Store::new(self.block, self.panel);
+        for r in 0..R {
+            store.row(self.row + r, lo[r], hi[r]);
+        }
+    }
+}
+
+/// Stores rows of one panel's i32 sums as `y = (sum - za * col_sum) * sa * sw + bias`, masked to the
+/// panel's valid columns: the end of every int8 kernel.
+pub(super) struct Int8Store<'a, 'b> {
+    block: &'a Block<'b>,
+    col0: usize,
+    masks: [__mmask16; 2],
+    col_sums: [__m512i; 2],
+    scales: [__m512; 2],
+    bias: [__m512; 2],
+}
+
+impl<'a, 'b> Int8Store<'a, 'b> {
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(super) unsafe fn new(block: &'a Block<'b>, panel: usize) -> Self {
+        let col0 = panel * NR;
         let cols = NR.min(block.cols - col0);
-        let mask = |valid: usize| -> __mmask16 {
-            if valid >= 16 {
-                0xffff
-            } else {
-                ((1u32 << valid) - 1) as __mmask16
-            }
-        };
-        let (m0, m1) = (mask(cols), mask(cols.saturating_sub(16)));
+        let masks = [lanes(cols), lanes(cols.saturating_sub(16))];
         // Scales and column sums are padded to whole panels: full loads are in bounds.
         let sums = block.w.col_sums.as_ptr().add(col0);
-        let (sum0, sum1) = (
-            _mm512_loadu_si512(sums.cast()),
-            _mm512_loadu_si512(sums.add(16).cast()),
-        );
         let scales = block.w.scales.as_ptr().add(col0);
-        let (sw0, sw1) = (_mm512_loadu_ps(scales), _mm512_loadu_ps(scales.add(16)));
-        let (bias0, bias1) = match block.bias {
-            Some(b) => (
-                _mm512_maskz_loadu_ps(m0, b.as_ptr().add(col0)),
-                _mm512_maskz_loadu_ps(m1, b.as_ptr().wrapping_add(col0 + 16)),
-            ),
-            None => (_mm512_setzero_ps(), _mm512_setzero_ps()),
+        let bias = match block.bias {
+            Some(b) => [
+                _mm512_maskz_loadu_ps(masks[0], b.as_ptr().add(col0)),
+                _mm512_maskz_loadu_ps(masks[1], b.as_ptr().wrapping_add(col0 + 16)),
+            ],
+            None => [_mm512_setzero_ps(); 2],
         };
-        for r in 0..R {
-            let i = self.row + r;
-            let zero = _mm512_set1_epi32(block.a.zero_points[i]);
-            let sa = _mm512_set1_ps(block.a.scales[i]);
-            let centred0 = _mm512_sub_epi32(lo[r], _mm512_mullo_epi32(zero, sum0));
-            let centred1 = _mm512_sub_epi32(hi[r], _mm512_mullo_epi32(zero, sum1));
-            let y0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(centred0), _mm512_mul_ps(sa, sw0), bias0);
-            let y1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(centred1), _mm512_mul_ps(sa, sw1), bias1);
-            let out = block.c.get().add(i * block.cols + col0);
-            _mm512_mask_storeu_ps(out, m0, y0);
-            _mm512_mask_storeu_ps(out.wrapping_add(16), m1, y1);
+        Self {
+            block,
+            col0,
+            masks,
+            col_sums: [
+                _mm512_loadu_si512(sums.cast()),
+                _mm512_loadu_si512(sums.add(16).cast()),
+            ],
+            scales: [_mm512_loadu_ps(scales), _mm512_loadu_ps(scales.add(16))],
+            bias,
+        }
+    }
+
+    /// Row `i` of the output from its sums in the panel's columns 0..16 (`lo`) and 16..32 (`hi`).
+    ///
+    /// # Safety
+    /// Row `i` must be inside the output and belong to the caller's task.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(super) unsafe fn row(&self, i: usize, lo: __m512i, hi: __m512i) {
+        let block = self.block;
+        let zero = _mm512_set1_epi32(block.a.zero_points[i]);
+        let sa = _mm512_set1_ps(block.a.scales[i]);
+        let out = block.c.get().add(i * block.cols + self.col0);
+        for (half, sums) in [lo, hi].into_iter().enumerate() {
+            let centred = _mm512_sub_epi32(sums, _mm512_mullo_epi32(zero, self.col_sums[half]));
+            let scale = _mm512_mul_ps(sa, self.scales[half]);
+            let y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(centred), scale, self.bias[half]);
+            _mm512_mask_storeu_ps(out.wrapping_add(16 * half), self.masks[half], y);
         }
     }
 }
@@ -142,7 +168,7 @@ impl Tile<'_, '_> {
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn quantize_row(row: &[f32], out: &mut [u8]) -> (f32, i32) {
     let n = row.len();
-    let tail = |i: usize| -> __mmask16 { ((1u32 << (n - i).min(16)) - 1) as __mmask16 };
+    let tail = |i: usize| lanes(n - i);
     let (mut low, mut high) = (_mm512_setzero_ps(), _mm512_setzero_ps());
     for i in (0..n).step_by(16) {
         let v = _mm512_maskz_loadu_ps(tail(i), row.as_ptr().add(i));
