@@ -42,6 +42,9 @@ enum Command {
     Train(commands::train::TrainArgs),
     /// Serve rerankers over HTTP (TEI /rerank, Cohere/Jina /v1/rerank, /score).
     Serve(commands::serve::ServeArgs),
+    /// Save a model folder with int8 weights (as --dtype int8 computes them), to load without
+    /// quantizing again.
+    Quantize(commands::quantize::QuantizeArgs),
 }
 
 /// glibc returns every allocation above its mmap threshold to the kernel on free, so the next one of
@@ -98,6 +101,7 @@ fn main() -> std::process::ExitCode {
         Command::Eval(args) => commands::eval::run(args, ui),
         Command::Metrics(args) => commands::metrics::run(args),
         Command::Train(args) => commands::train::run(args, ui),
+        Command::Quantize(args) => commands::quantize::run(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

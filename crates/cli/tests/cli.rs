@@ -319,6 +319,44 @@ fn int8_scores_from_the_cli() {
     );
 }
 
+/// `quantize` writes a folder that `score` loads as int8 by default, with the scores of `--dtype
+/// int8` on the original; a second run into the same folder needs --overwrite.
+#[test]
+fn quantize_saves_a_folder_that_scores_as_int8() {
+    let out = tempfile::tempdir().unwrap();
+    let saved = out.path().join("int8");
+    let saved = saved.to_str().unwrap();
+    let quantize = |extra: &[&str]| {
+        let model = model();
+        let mut args = vec!["quantize", "--model", &model, "--output", saved];
+        args.extend_from_slice(extra);
+        run(&args, "")
+    };
+    let first = quantize(&[]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(
+        stderr(&first).contains("tensors int8"),
+        "{}",
+        stderr(&first)
+    );
+    let again = quantize(&[]);
+    assert!(!again.status.success());
+    assert!(stderr(&again).contains("--overwrite"), "{}", stderr(&again));
+    assert!(quantize(&["--overwrite"]).status.success());
+    let scores = |model: &str, dtype: &str| {
+        let out = run(&["score", "--model", model, "--dtype", dtype], &cases());
+        assert!(out.status.success(), "{}", stderr(&out));
+        lines(&out)
+    };
+    assert_eq!(scores(saved, "auto"), scores(&model(), "int8"));
+    let refused = run(&["score", "--model", saved, "--dtype", "f32"], &cases());
+    assert!(
+        stderr(&refused).contains("int8 only"),
+        "{}",
+        stderr(&refused)
+    );
+}
+
 /// A load test whose requests fail reports the failures first and exits non-zero.
 #[test]
 fn bench_url_failures_exit_non_zero() {

@@ -21,6 +21,7 @@ pub mod config;
 pub mod error;
 pub mod fingerprint;
 pub mod input;
+pub mod int8_folder;
 pub mod lora;
 pub mod model_dir;
 pub mod model_folder;

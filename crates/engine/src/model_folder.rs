@@ -86,7 +86,12 @@ impl OpenedFolder {
         let config_path = dir.config_path();
         let architecture = Architecture::from_config_file(&config_path)?;
         let weights = Weights::open(&dir)?;
-        let precision = precision.resolve(weights.stored_dtype(), kernel)?;
+        let saved_int8 = crate::int8_folder::is_saved_int8(&config_path)?;
+        let precision = match saved_int8 {
+            true => crate::int8_folder::saved_precision(&config_path, precision)?,
+            false => precision,
+        };
+        let precision = precision.resolve(weights.stored_dtype(), saved_int8, kernel)?;
         tracing::debug!(model = %dir.root().display(), arch = architecture.name(), "{}", precision.explanation);
         Ok(Self {
             dir,

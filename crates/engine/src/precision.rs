@@ -76,18 +76,23 @@ impl ResolvedPrecision {
 }
 
 impl Precision {
-    /// What to compute in for weights stored as `stored`, on `kernel`, or else the one
-    /// `MatmulKernel::select` picks for this CPU (or `BGE_RERANK_KERNEL` forces).
+    /// What to compute in for weights stored as `stored` (`saved_int8`: a folder written by
+    /// `bge-rerank quantize`), on `kernel`, or else the one `MatmulKernel::select` picks for this
+    /// CPU (or `BGE_RERANK_KERNEL` forces).
     pub fn resolve(
         self,
         stored: DType,
+        saved_int8: bool,
         kernel: Option<MatmulKernel>,
     ) -> Result<ResolvedPrecision, Error> {
         let kernel = match kernel {
             Some(kernel) => kernel.require_supported()?,
             None => MatmulKernel::select()?,
         };
-        let stored_name = stored.as_str();
+        let stored_name = match saved_int8 {
+            true => "int8 by bge-rerank quantize",
+            false => stored.as_str(),
+        };
         let (round_to, compute) = match self {
             Self::Auto | Self::F32 | Self::Int8 => (None, "f32"),
             Self::Bf16 => (Some(DType::BF16), "bf16"),
@@ -128,7 +133,7 @@ impl Precision {
                  multiplied in f32 by candle's matmul"
             ),
         };
-        let why = if self == Self::Auto && stored != DType::F32 {
+        let why = if self == Self::Auto && stored != DType::F32 && !saved_int8 {
             " (auto computes in f32, as FlagEmbedding does by default)"
         } else {
             ""

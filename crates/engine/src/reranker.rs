@@ -81,7 +81,7 @@ impl Reranker {
         let fingerprint = folder.fingerprint(options.adapter.as_deref())?;
         Ok(Self {
             fingerprint,
-            parameters: folder.weights.float_parameters(),
+            parameters: folder.weights.parameters(),
             dir: folder.dir,
             architecture: folder.architecture,
             precision: folder.precision,

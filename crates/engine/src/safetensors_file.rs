@@ -33,6 +33,9 @@ impl Entry {
             "I64" => DType::I64,
             "U32" => DType::U32,
             "U8" | "BOOL" => DType::U8,
+            // int8 values keep their bits in a U8 tensor (candle has no i8); only the readers of
+            // saved int8 weights (`ops::saved_int8`) ask for them, and reinterpret them.
+            "I8" => DType::U8,
             other => return Err(format!("dtype {other} is not supported")),
         })
     }
@@ -137,6 +140,17 @@ impl SafetensorsFile {
         tensor.to_device(device).map_err(|e| e.to_string())
     }
 
+    /// One tensor's bytes as stored, with its safetensors dtype name and shape.
+    pub fn raw(&self, name: &str) -> Result<(String, Vec<usize>, Vec<u8>), String> {
+        let entry = self
+            .entries
+            .get(name)
+            .ok_or_else(|| format!("tensor `{name}` is missing"))?;
+        let mut bytes = vec![0u8; entry.len];
+        self.read_at(entry.start, &mut bytes)?;
+        Ok((entry.dtype_name.clone(), entry.shape.clone(), bytes))
+    }
+
     /// Reads the values straight into the vector the tensor will own (little-endian files on a
     /// little-endian machine: the bytes are the values).
     fn read_typed<T: candle_core::WithDType + Default>(
@@ -179,6 +193,52 @@ pub fn save(tensors: &HashMap<String, Tensor>, path: &Path) -> crate::Result<()>
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
+    set_umask_mode(path)
+}
+
+/// Tensors given as raw little-endian bytes with their safetensors dtype (`I8` included, which
+/// candle's tensors cannot hold), written as a safetensors file as `save` writes one.
+pub fn save_raw(tensors: Vec<RawTensor>, path: &Path) -> crate::Result<()> {
+    let error = |message: String| crate::Error::Safetensors {
+        path: path.to_path_buf(),
+        message,
+    };
+    let named = tensors
+        .into_iter()
+        .map(|t| (t.name.clone(), t))
+        .collect::<Vec<_>>();
+    safetensors::serialize_to_file(named, None, path).map_err(|e| error(e.to_string()))?;
+    set_umask_mode(path)
+}
+
+/// One tensor of `save_raw`.
+pub struct RawTensor {
+    pub name: String,
+    pub dtype: safetensors::Dtype,
+    pub shape: Vec<usize>,
+    pub bytes: Vec<u8>,
+}
+
+impl safetensors::View for RawTensor {
+    fn dtype(&self) -> safetensors::Dtype {
+        self.dtype
+    }
+
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(&self.bytes)
+    }
+
+    fn data_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+/// Gives a written file the mode of the process's umask (0666 masked).
+fn set_umask_mode(path: &Path) -> crate::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

@@ -107,12 +107,18 @@ impl Weights {
             .unwrap_or(DType::F32)
     }
 
-    /// Floating-point parameters across all files (what the compute format multiplies).
-    pub fn float_parameters(&self) -> usize {
+    /// Parameters across all files (what the compute format multiplies): floating-point tensors
+    /// and saved int8 ones, not the scales beside those.
+    pub fn parameters(&self) -> usize {
         let mut count = 0;
         for file in &self.files {
-            for entry in file.tensors.entries().values() {
-                if entry.dtype().is_ok_and(|d| d.is_float()) {
+            for (name, entry) in file.tensors.entries() {
+                let int8 = entry.dtype_name == "I8";
+                let scale = name
+                    .strip_suffix(crate::ops::saved_int8::SCALE_SUFFIX)
+                    .and_then(|of| file.tensors.entry(of))
+                    .is_some_and(|of| of.dtype_name == "I8");
+                if int8 || (entry.dtype().is_ok_and(|d| d.is_float()) && !scale) {
                     count += entry.shape.iter().product::<usize>();
                 }
             }
@@ -134,6 +140,16 @@ impl Weights {
     /// A tensor's shape, read from the header without loading it.
     pub fn shape(&self, name: &str) -> Result<Vec<usize>> {
         Ok(self.header(name)?.0)
+    }
+
+    /// A tensor's bytes as stored (no adapter applied), with its safetensors dtype name and shape.
+    pub fn raw(&self, name: &str) -> Result<(String, Vec<usize>, Vec<u8>)> {
+        let file = self.file_of(name)?;
+        file.tensors.raw(name).map_err(|message| Error::Tensor {
+            file: file.name.clone(),
+            name: name.into(),
+            message,
+        })
     }
 
     /// A tensor in the dtype it is stored in, with any merged adapter delta applied.

@@ -55,3 +55,57 @@ fn layerwise_in_int8_stays_near_flagembedding_f32() {
         TIMES_TORCH_BF16_GAP * TORCH_BF16_GAP_LAYERWISE,
     );
 }
+
+/// `bge-rerank quantize` (`int8_folder::save`) on every family: the saved folder loads as int8 with
+/// the default precision and gives the very scores of `--dtype int8` on the original folder; it is
+/// smaller; any other precision, and quantizing it again, are refused with a message saying why.
+#[test]
+fn saved_int8_folders_score_as_int8_does_on_the_original() {
+    use bge_rerank_engine::{int8_folder, LoadOptions, Reranker, ScoreOptions};
+    let pairs: Vec<(String, String)> = common::read_jsonl(&common::fixtures().join("cases.jsonl"))
+        .iter()
+        .map(|case| {
+            let text = |key: &str| case[key].as_str().unwrap_or_default().to_string();
+            (text("query"), text("passage"))
+        })
+        .collect();
+    assert!(pairs.len() > 10);
+    let options = |precision| LoadOptions {
+        precision,
+        ..Default::default()
+    };
+    for model in [
+        "xlmr-reranker",
+        "xlmr-reranker-sharded",
+        "bert-reranker",
+        "gemma-reranker",
+        "minicpm-layerwise-reranker",
+    ] {
+        let original = common::fixture_model(model);
+        let out = tempfile::tempdir().unwrap();
+        let saved = int8_folder::save(&original, out.path(), true).unwrap();
+        assert!(saved.quantized > 0, "{model}: nothing quantized");
+        assert!(saved.bytes_after < saved.bytes_before, "{model}: {saved:?}");
+        let saved_path = out.path().to_str().unwrap();
+        let at_load = Reranker::load(&original, &options(Precision::Int8)).unwrap();
+        let reloaded = Reranker::load(saved_path, &options(Precision::Auto)).unwrap();
+        let score = |r: &Reranker| r.compute_scores(&pairs, &ScoreOptions::default(), &|_| {});
+        assert_eq!(
+            score(&reloaded).unwrap(),
+            score(&at_load).unwrap(),
+            "{model}: saved int8 scores differ from int8 at load"
+        );
+        let refused = Reranker::load(saved_path, &options(Precision::F32))
+            .err()
+            .unwrap();
+        assert!(
+            refused.to_string().contains("int8 only"),
+            "{model}: {refused}"
+        );
+        let again = int8_folder::save(saved_path, tempfile::tempdir().unwrap().path(), true);
+        assert!(again
+            .unwrap_err()
+            .to_string()
+            .contains("already holds int8"));
+    }
+}

@@ -1,6 +1,7 @@
 pub mod bench;
 pub mod eval;
 pub mod metrics;
+pub mod quantize;
 pub mod rerank;
 pub mod score;
 pub mod serve;

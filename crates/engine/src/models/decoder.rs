@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::input::ModelInput;
 use crate::ops::attention::{packed_attention, padded_attention, Heads, PaddedLayout};
 use crate::ops::embedding::Embedding;
+use crate::ops::in_row_blocks;
 use crate::ops::norm::RmsNorm;
 use crate::ops::rope::RopeTables;
 
@@ -276,14 +277,14 @@ impl Decoder {
         let s = &self.spec;
         let attended = layer.o_proj.forward(context)?;
         let x = self.numerics.round((x + (attended * s.residual_scale)?)?)?;
-        let gate_up = layer
-            .gate_up
-            .forward(&layer.post_attention_norm.forward(&x)?)?;
         let i = s.intermediate_size;
-        let hidden = self.numerics.round(
-            (s.activation.forward(&gate_up.narrow(1, 0, i)?)? * gate_up.narrow(1, i, i)?)?,
-        )?;
-        let mlp = layer.down.forward(&hidden)?;
+        let normed = layer.post_attention_norm.forward(&x)?;
+        let mlp = in_row_blocks(&normed, 2 * i * 4, |rows| {
+            let gate_up = layer.gate_up.forward(rows)?;
+            layer
+                .down
+                .forward(&s.activation.gated(&gate_up, i, self.numerics)?)
+        })?;
         self.numerics.round((x + (mlp * s.residual_scale)?)?)
     }
 }

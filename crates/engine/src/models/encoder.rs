@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::input::ModelInput;
 use crate::ops::attention::{packed_attention, padded_attention, Dropout, Heads, PaddedLayout};
 use crate::ops::embedding::Embedding;
+use crate::ops::in_row_blocks;
 
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct Config {
@@ -112,6 +113,7 @@ struct EncoderLayer {
     attention_out: Linear,
     attention_norm: LayerNorm,
     intermediate: Linear,
+    intermediate_size: usize,
     activation: Activation,
     output: Linear,
     output_norm: LayerNorm,
@@ -146,6 +148,7 @@ impl EncoderLayer {
                 true,
                 numerics,
             )?,
+            intermediate_size: cfg.intermediate_size,
             activation: cfg.hidden_act,
             output: Linear::load(
                 vb.pp("output").pp("dense"),
@@ -196,13 +199,12 @@ impl EncoderLayer {
             &packed.hidden_dropout(&self.attention_out.forward(&context)?)?,
             x,
         )?;
-        let inner = self
-            .intermediate
-            .forward_activated(&attended, self.activation)?;
-        self.output_norm.forward_sum(
-            &packed.hidden_dropout(&self.output.forward(&inner)?)?,
-            &attended,
-        )
+        let mlp = in_row_blocks(&attended, self.intermediate_size * 4, |rows| {
+            let inner = self.intermediate.forward_activated(rows, self.activation)?;
+            self.output.forward(&inner)
+        })?;
+        self.output_norm
+            .forward_sum(&packed.hidden_dropout(&mlp)?, &attended)
     }
 }
 

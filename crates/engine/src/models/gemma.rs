@@ -96,6 +96,11 @@ impl GemmaReranker {
             (false, false) => None,
         };
         let decoder = Decoder::load(vb.pp("model"), cfg.spec(), numerics)?;
+        if !untied {
+            // The table is also the score head, read exactly above: a saved int8 folder keeps it
+            // as stored.
+            crate::ops::saved_int8::keep_as_stored("model.embed_tokens.weight");
+        }
         let yes_row = match exact_row {
             Some(row) => row,
             None => decoder.embedding_rows(&[yes_token])?.squeeze(0)?,

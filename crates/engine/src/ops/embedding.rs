@@ -8,6 +8,7 @@ use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::gemm::int8::quantize_symmetric;
+use super::saved_int8::{self, QuantizedTensor};
 use super::Numerics;
 
 #[derive(Debug, Clone)]
@@ -34,6 +35,21 @@ const BLOCK: usize = 32;
 
 impl Embedding {
     pub fn load(vb: VarBuilder, rows: usize, dim: usize, numerics: Numerics) -> Result<Self> {
+        if let Some((values, scales)) = saved_int8::read(&vb, "weight", &[rows, dim])? {
+            if !numerics.quantizes() || scales.len() != (rows * dim).div_ceil(BLOCK) {
+                candle_core::bail!(
+                    "{}.weight is saved as int8 with a scale per {BLOCK} values: it loads only \
+                     in int8",
+                    vb.prefix()
+                );
+            }
+            let table = Table::Int8 {
+                values,
+                scales,
+                dim,
+            };
+            return Ok(Self { table });
+        }
         if numerics.quantizes() {
             let table = numerics.weight(&vb, &[rows, dim], "weight")?;
             // Quantized from the loaded values in place (a vocabulary-sized copy would double the
@@ -47,6 +63,12 @@ impl Embedding {
                 (values, scales)
             })?;
             drop(table);
+            saved_int8::record(|| QuantizedTensor {
+                name: format!("{}.weight", vb.prefix()),
+                shape: vec![rows, dim],
+                values: values.clone(),
+                scales: scales.clone(),
+            });
             let table = Table::Int8 {
                 values,
                 scales,

@@ -13,7 +13,9 @@ use candle_nn::VarBuilder;
 
 use super::activation::Activation;
 use super::cpu::MatmulKernel;
+use super::gemm::int8::quantize_symmetric;
 use super::gemm::{self, PackedWeight};
+use super::saved_int8::{self, QuantizedTensor};
 use super::{with_f32_values, Numerics};
 
 /// A linear layer, plus a LoRA update `x A^T B^T` while one is being trained.
@@ -46,9 +48,20 @@ struct LowRank {
 
 /// One layer's tensors as read from the checkpoint, before they are stacked and packed.
 struct Part {
-    weight: Tensor,
+    weight: PartWeight,
+    /// Rows of the weight.
+    out_dim: usize,
     bias: Option<Tensor>,
     lora: Option<LowRank>,
+}
+
+enum PartWeight {
+    Float(Tensor),
+    /// Saved int8 (see `saved_int8`): row-major values and one scale per row.
+    Int8 {
+        values: Vec<i8>,
+        scales: Vec<f32>,
+    },
 }
 
 impl Part {
@@ -67,8 +80,17 @@ impl Part {
         } else {
             None
         };
+        let weight = match saved_int8::read(vb, "weight", &[out_dim, in_dim])? {
+            Some(_) if !n.quantizes() => candle_core::bail!(
+                "{}.weight is saved as int8: this layer loads only in int8",
+                vb.prefix()
+            ),
+            Some((values, scales)) => PartWeight::Int8 { values, scales },
+            None => PartWeight::Float(n.compute_weight(vb, &[out_dim, in_dim], "weight")?),
+        };
         Ok(Self {
-            weight: n.compute_weight(vb, &[out_dim, in_dim], "weight")?,
+            weight,
+            out_dim,
             bias: if bias {
                 Some(n.weight(vb, &[out_dim], "bias")?)
             } else {
@@ -98,41 +120,44 @@ impl Linear {
         bias: bool,
         numerics: Numerics,
     ) -> Result<Self> {
-        let parts = parts
+        let loaded = parts
             .iter()
             .map(|(vb, out)| Part::load(vb, in_dim, *out, bias, numerics))
             .collect::<Result<Vec<_>>>()?;
-        let lora = stack_lora(&parts)?;
-        let cat = |tensors: Vec<&Tensor>| -> Result<Tensor> {
-            match tensors.as_slice() {
-                [one] => Ok((*one).clone()),
-                _ => Tensor::cat(&tensors, 0),
-            }
-        };
-        let w = cat(parts.iter().map(|p| &p.weight).collect())?;
+        let lora = stack_lora(&loaded)?;
         let bias = match bias {
-            true => Some(cat(parts.iter().filter_map(|p| p.bias.as_ref()).collect())?),
+            true => Some(cat(loaded
+                .iter()
+                .filter_map(|p| p.bias.as_ref())
+                .collect())?),
             false => None,
         };
-        drop(parts);
         let packable = lora.is_none() && !numerics.differentiable;
-        // int8 runs on every kernel (the portable loop where VNNI is missing); float panels need
-        // ours, else candle multiplies the tensor.
-        let packed = match numerics.kernel {
-            _ if packable && numerics.quantizes() => Some(quantize(&w)?),
-            kernel if packable && kernel.packs_weights() => Some(pack(&w, kernel)?),
-            _ => None,
-        };
-        let weight = match packed {
-            Some(packed) => Weight::Packed {
-                w: Arc::new(packed),
-                bias: bias.map(|b| b.to_vec1::<f32>().map(Arc::new)).transpose()?,
-                kernel: numerics.kernel,
-            },
-            None => Weight::Tensor {
-                w: w.to_dtype(DType::F32)?,
-                bias,
-            },
+        // int8 runs on every kernel (the portable loop where no matrix unit is present); float
+        // panels need ours, else candle multiplies the tensor.
+        let weight = if packable && numerics.quantizes() {
+            let names: Vec<String> = parts.iter().map(|(vb, _)| vb.prefix()).collect();
+            Weight::packed(quantize(loaded, &names, in_dim)?, bias, numerics)?
+        } else {
+            let mut floats = Vec::with_capacity(loaded.len());
+            for part in &loaded {
+                match &part.weight {
+                    PartWeight::Float(w) => floats.push(w),
+                    PartWeight::Int8 { .. } => {
+                        candle_core::bail!("int8 weights outside int8 numerics")
+                    }
+                }
+            }
+            let w = cat(floats)?;
+            match numerics.kernel {
+                kernel if packable && kernel.packs_weights() => {
+                    Weight::packed(pack(&w, kernel)?, bias, numerics)?
+                }
+                _ => Weight::Tensor {
+                    w: w.to_dtype(DType::F32)?,
+                    bias,
+                },
+            }
         };
         Ok(Self {
             weight,
@@ -140,6 +165,56 @@ impl Linear {
             numerics,
         })
     }
+}
+
+impl Weight {
+    fn packed(w: PackedWeight, bias: Option<Tensor>, numerics: Numerics) -> Result<Self> {
+        Ok(Weight::Packed {
+            w: Arc::new(w),
+            bias: bias.map(|b| b.to_vec1::<f32>().map(Arc::new)).transpose()?,
+            kernel: numerics.kernel,
+        })
+    }
+}
+
+/// Tensors stacked along their first dimension (one is returned as is).
+fn cat(tensors: Vec<&Tensor>) -> Result<Tensor> {
+    match tensors.as_slice() {
+        [one] => Ok((*one).clone()),
+        _ => Tensor::cat(&tensors, 0),
+    }
+}
+
+/// The stacked layers' matrices as int8 panels, one scale per output channel: each layer's rows
+/// quantized on their own (the same values as quantizing the stack, row by row), or taken as saved.
+/// What is quantized here is recorded under the layer's name for `bge-rerank quantize`.
+fn quantize(parts: Vec<Part>, names: &[String], k: usize) -> Result<PackedWeight> {
+    let mut values: Vec<i8> = Vec::new();
+    let mut scales: Vec<f32> = Vec::new();
+    for (part, name) in parts.into_iter().zip(names) {
+        let (part_values, part_scales) = match part.weight {
+            PartWeight::Int8 { values, scales } => (values, scales),
+            PartWeight::Float(w) => {
+                let w = w.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+                let mut q = vec![0i8; w.len()];
+                let scales = w
+                    .chunks(k.max(1))
+                    .zip(q.chunks_mut(k.max(1)))
+                    .map(|(row, out)| quantize_symmetric(row, out))
+                    .collect::<Vec<f32>>();
+                saved_int8::record(|| QuantizedTensor {
+                    name: format!("{name}.weight"),
+                    shape: vec![scales.len(), k],
+                    values: q.clone(),
+                    scales: scales.clone(),
+                });
+                (q, scales)
+            }
+        };
+        values.extend_from_slice(&part_values);
+        scales.extend_from_slice(&part_scales);
+    }
+    Ok(PackedWeight::from_int8_rows(&values, scales, k))
 }
 
 /// Packs an (out, in) matrix in the compute format (f32, bf16 or f16), keeping that format, in the
@@ -165,13 +240,6 @@ fn pack(w: &Tensor, kernel: MatmulKernel) -> Result<PackedWeight> {
     }
 }
 
-/// Quantizes an (out, in) matrix to int8, one scale per output channel.
-fn quantize(w: &Tensor) -> Result<PackedWeight> {
-    let (n, k) = w.dims2()?;
-    let values = w.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-    Ok(PackedWeight::quantize_int8(&values, n, k))
-}
-
 /// The stacked layers' LoRA pairs as one: the A matrices stacked, and a block-diagonal B in which
 /// each layer's rows see only its own A rows (a layer without LoRA gets a zero block).
 fn stack_lora(parts: &[Part]) -> Result<Option<LowRank>> {
@@ -190,8 +258,8 @@ fn stack_lora(parts: &[Part]) -> Result<Option<LowRank>> {
     let mut rows = Vec::with_capacity(parts.len());
     let mut offset = 0;
     for part in parts {
-        let out = part.weight.dim(0)?;
-        let device = part.weight.device();
+        let out = part.out_dim;
+        let device = a[0].device();
         let r = rank(part)?;
         let mut blocks = Vec::new();
         if offset > 0 {

@@ -11,6 +11,7 @@ pub mod linear;
 pub mod norm;
 pub mod probe;
 pub mod rope;
+pub mod saved_int8;
 pub mod simd;
 
 use candle_core::{DType, Result, Storage, Tensor};
@@ -101,6 +102,32 @@ impl Default for Numerics {
             int8: false,
         }
     }
+}
+
+/// Bytes under which an allocation comes from the heap and is reused: the CLI pins glibc's mmap
+/// threshold at 32 MB (see `batch::BatchLimits`); a buffer above it is mapped afresh, page-faulted and
+/// zeroed by the kernel every time, which took a quarter of Gemma's time with its 16384-wide MLP.
+const REUSED_ALLOCATION_BYTES: usize = 24 << 20;
+
+/// `f` on blocks of rows of `x` (2-D) small enough that its widest intermediate (`bytes_per_row` a
+/// row) stays under REUSED_ALLOCATION_BYTES, the results stacked: the values of `f(x)` for a
+/// row-wise `f` (an MLP).
+pub fn in_row_blocks(
+    x: &Tensor,
+    bytes_per_row: usize,
+    f: impl Fn(&Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let rows = x.dim(0)?;
+    // Multiples of 32 rows: whole blocks of the AMX kernels.
+    let block = (REUSED_ALLOCATION_BYTES / bytes_per_row.max(1)).max(32) / 32 * 32;
+    if rows <= block {
+        return f(x);
+    }
+    let parts = (0..rows)
+        .step_by(block)
+        .map(|start| f(&x.narrow(0, start, block.min(rows - start))?))
+        .collect::<Result<Vec<_>>>()?;
+    Tensor::cat(&parts, 0)
 }
 
 /// `f` applied to a copy of an f32 CPU tensor's values, as a tensor of the same shape; `None` where

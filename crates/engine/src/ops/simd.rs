@@ -38,6 +38,39 @@ pub fn gelu_erf(x: &mut [f32]) {
     })
 }
 
+/// GELU with the tanh approximation (transformers' `gelu_pytorch_tanh`), in place, as candle's
+/// `gelu` computes it: x (1 + tanh(sqrt(2/pi) x (1 + 0.044715 x^2))) / 2.
+pub fn gelu_tanh(x: &mut [f32]) {
+    chunked(x, |x| {
+        #[cfg(target_arch = "x86_64")]
+        if CpuFeatures::detect().avx512f {
+            // SAFETY: the CPU has AVX-512F.
+            return unsafe { avx512::gelu_tanh(x) };
+        }
+        for v in x {
+            let z = GELU_TANH_C * *v * (1.0 + 0.044_715 * *v * *v);
+            *v = 0.5 * *v * (1.0 + z.tanh());
+        }
+    })
+}
+
+/// SiLU (swish), in place: x / (1 + exp(-x)).
+pub fn silu(x: &mut [f32]) {
+    chunked(x, |x| {
+        #[cfg(target_arch = "x86_64")]
+        if CpuFeatures::detect().avx512f {
+            // SAFETY: the CPU has AVX-512F.
+            return unsafe { avx512::silu(x) };
+        }
+        for v in x {
+            *v /= 1.0 + (-*v).exp();
+        }
+    })
+}
+
+/// sqrt(2 / pi).
+const GELU_TANH_C: f32 = 0.797_884_6;
+
 /// Softmax of one row times `scale`, in place (f32 throughout; `-inf` entries become 0).
 pub fn softmax_scaled(row: &mut [f32], scale: f32) {
     #[cfg(target_arch = "x86_64")]
@@ -76,17 +109,22 @@ pub fn to_bf16_rows(x: &[f32], k: usize, out: &mut [u16], k_padded: usize) {
         .zip(out.par_chunks_mut(rows_per_task * k_padded))
         .for_each(|(x, out)| {
             for (row, out) in x.chunks_exact(k.max(1)).zip(out.chunks_mut(k_padded)) {
-                #[cfg(target_arch = "x86_64")]
-                if CpuFeatures::detect().avx512f {
-                    // SAFETY: the CPU has AVX-512F; `out` is at least as long as `row`.
-                    unsafe { avx512::to_bf16_bits(row, out) };
-                    continue;
-                }
-                for (o, &v) in out.iter_mut().zip(row) {
-                    *o = half::bf16::from_f32(v).to_bits();
-                }
+                to_bf16_row(row, out);
             }
         });
+}
+
+/// One row of `to_bf16_rows`, on this thread: `out` (at least as long as `row`) gets its values.
+pub fn to_bf16_row(row: &[f32], out: &mut [u16]) {
+    assert!(out.len() >= row.len(), "bf16 row shorter than its values");
+    #[cfg(target_arch = "x86_64")]
+    if CpuFeatures::detect().avx512f {
+        // SAFETY: the CPU has AVX-512F; `out` is at least as long as `row`.
+        return unsafe { avx512::to_bf16_bits(row, out) };
+    }
+    for (o, &v) in out.iter_mut().zip(row) {
+        *o = half::bf16::from_f32(v).to_bits();
+    }
 }
 
 /// Rounds every value to the nearest IEEE half (ties to even), kept as f32.
@@ -204,6 +242,46 @@ mod avx512 {
                 _mm512_mask_storeu_ps(rest.as_mut_ptr(), mask, f(v));
             }
         }
+    }
+
+    /// tanh(z) = sign(z) (1 - 2 / (exp(2|z|) + 1)): exact to an absolute 1e-7 (exp's error), and
+    /// +-1 where exp overflows.
+    #[target_feature(enable = "avx512f")]
+    fn tanh(z: __m512) -> __m512 {
+        let sign = _mm512_and_si512(_mm512_castps_si512(z), _mm512_set1_epi32(i32::MIN));
+        let a = _mm512_castsi512_ps(_mm512_andnot_si512(
+            _mm512_set1_epi32(i32::MIN),
+            _mm512_castps_si512(z),
+        ));
+        let one = _mm512_set1_ps(1.0);
+        let e = exp(_mm512_add_ps(a, a));
+        let t = _mm512_sub_ps(
+            one,
+            _mm512_div_ps(_mm512_set1_ps(2.0), _mm512_add_ps(e, one)),
+        );
+        _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(t), sign))
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn gelu_tanh(x: &mut [f32]) {
+        map(x, |v| {
+            let inner = _mm512_fmadd_ps(
+                _mm512_mul_ps(_mm512_set1_ps(0.044_715), v),
+                v,
+                _mm512_set1_ps(1.0),
+            );
+            let z = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(super::GELU_TANH_C), v), inner);
+            let half_v = _mm512_mul_ps(_mm512_set1_ps(0.5), v);
+            _mm512_mul_ps(half_v, _mm512_add_ps(_mm512_set1_ps(1.0), tanh(z)))
+        });
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn silu(x: &mut [f32]) {
+        map(x, |v| {
+            let e = exp(_mm512_sub_ps(_mm512_setzero_ps(), v));
+            _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0), e))
+        });
     }
 
     #[target_feature(enable = "avx512f")]

@@ -67,14 +67,13 @@ pub fn packed_attention(
             heads.kv_heads
         );
     }
-    let context = match numerics.kernel {
+    match numerics.kernel {
         #[cfg(target_arch = "x86_64")]
         kernel if kernel.packs_weights() && !qkv.track_op() => {
-            kernel::attention(qkv, seq_lens, heads)?
+            kernel::attention(qkv, seq_lens, heads, numerics)
         }
-        _ => per_sequence(qkv, seq_lens, heads, numerics)?,
-    };
-    numerics.round(context)
+        _ => numerics.round(per_sequence(qkv, seq_lens, heads, numerics)?),
+    }
 }
 
 /// candle's matmuls, one sequence at a time (the fallback).
@@ -131,12 +130,25 @@ mod kernel {
     use rayon::prelude::*;
 
     use super::*;
-    use crate::ops::gemm::{pack_f32_with, product_strided, OutPtr};
+    use crate::ops::cpu::MatmulKernel;
+    use crate::ops::gemm::{
+        pack_bf16_tiles_with, pack_f32_with, product_strided, OutPtr, PackedWeight,
+    };
     use crate::ops::{simd, with_f32_values};
+    use candle_core::DType;
 
-    pub(super) fn attention(qkv: &Tensor, seq_lens: &[usize], h: Heads) -> Result<Tensor> {
+    /// The context, rounded to the numerics' grid. In bf16 on the AMX kernel, both products run on
+    /// bf16 tiles as PyTorch's bf16 attention does: q, k and v are on the bf16 grid already (the
+    /// projection's output), and the probabilities are rounded to bf16 before they meet v.
+    pub(super) fn attention(
+        qkv: &Tensor,
+        seq_lens: &[usize],
+        h: Heads,
+        numerics: Numerics,
+    ) -> Result<Tensor> {
         let tokens = qkv.dim(0)?;
         let out_width = h.q_width();
+        let tiles = numerics.kernel == MatmulKernel::Amx && numerics.round_to == Some(DType::BF16);
         let mut out = vec![0f32; tokens * out_width];
         with_f32_values(qkv, |data| {
             let mut starts = Vec::with_capacity(seq_lens.len());
@@ -152,23 +164,32 @@ mod kernel {
             let out_ptr = OutPtr(out.as_mut_ptr());
             tasks.par_iter().for_each(|&(start, len, head)| {
                 // SAFETY: tasks write disjoint blocks of `out` (own rows, own head's columns).
-                unsafe { one_head(data, start, len, head, h, out_ptr.get(), out_width) }
+                unsafe { one_head(data, (start, len, head), h, tiles, out_ptr.get(), out_width) }
             });
         })?;
+        numerics.round_slice(&mut out);
         Tensor::from_vec(out, (tokens, out_width), qkv.device())
     }
 
-    /// Attention of one head of one sequence (rows start..start+len of the packed matrix).
+    /// The (n x k) matrix of `value(row, col)` in the panels the product runs on.
+    fn pack(tiles: bool, n: usize, k: usize, value: impl Fn(usize, usize) -> f32) -> PackedWeight {
+        match tiles {
+            true => pack_bf16_tiles_with(n, k, value),
+            false => pack_f32_with(n, k, value),
+        }
+    }
+
+    /// Attention of one head of one sequence (rows start..start+len of the packed matrix), on bf16
+    /// tiles or f32 panels.
     ///
     /// # Safety
     /// `out` must be a (tokens x out_width) buffer of which no other thread writes these rows of
     /// this head's columns.
     unsafe fn one_head(
         qkv: &[f32],
-        start: usize,
-        len: usize,
-        head: usize,
+        (start, len, head): (usize, usize, usize),
         h: Heads,
+        tiles: bool,
         out: *mut f32,
         out_width: usize,
     ) {
@@ -178,8 +199,8 @@ mod kernel {
         let v_col = h.q_width() + h.kv_width() + kv_head * d;
         let row = |t: usize| &qkv[(start + t) * width..(start + t + 1) * width];
         // Keys as a weight matrix of `len` outputs over d inputs; values of d outputs over len.
-        let keys = pack_f32_with(len, d, |j, p| row(j)[k_col + p]);
-        let values = pack_f32_with(d, len, |c, j| row(j)[v_col + c]);
+        let keys = pack(tiles, len, d, |j, p| row(j)[k_col + p]);
+        let values = pack(tiles, d, len, |c, j| row(j)[v_col + c]);
         let scale = 1.0 / (d as f32).sqrt();
         let mut scores = vec![0f32; QUERY_BLOCK.min(len) * len];
         for first in (0..len).step_by(QUERY_BLOCK) {
@@ -279,6 +300,52 @@ mod tests {
                 .to_scalar::<f32>()
                 .unwrap();
             assert!(diff < 2e-6, "{lens:?} {h:?}: max difference {diff}");
+        }
+    }
+
+    /// bf16 on AMX tiles against candle's bf16 (which rounds the probabilities to bf16 too), on
+    /// inputs on the bf16 grid: the products differ only in the order of their f32 sums, so the
+    /// contexts (rounded to bf16) agree within a bf16 step.
+    #[test]
+    fn bf16_tiles_match_candle_in_bf16() {
+        if !MatmulKernel::Amx.supported(CpuFeatures::detect()) {
+            eprintln!("skipping: no AMX here (it has: {})", CpuFeatures::detect());
+            return;
+        }
+        let bf16 = |kernel| Numerics {
+            kernel,
+            round_to: Some(candle_core::DType::BF16),
+            ..Numerics::default()
+        };
+        for (lens, heads, kv_heads, head_dim, causal) in [
+            (vec![1usize], 1usize, 1usize, 64usize, false),
+            (vec![3, 130, 7], 4, 4, 64, false),
+            (vec![97, 1, 200], 4, 1, 80, true),
+        ] {
+            let h = Heads {
+                heads,
+                kv_heads,
+                head_dim,
+                causal,
+            };
+            let tokens: usize = lens.iter().sum();
+            let values: Vec<f32> = (0..tokens * h.width())
+                .map(|i| half::bf16::from_f32((((i * 7919) % 1000) as f32 / 500.0) - 1.0).to_f32())
+                .collect();
+            let qkv = Tensor::from_vec(values, (tokens, h.width()), &Device::Cpu).unwrap();
+            let expected = packed_attention(&qkv, &lens, h, bf16(MatmulKernel::Candle)).unwrap();
+            let got = packed_attention(&qkv, &lens, h, bf16(MatmulKernel::Amx)).unwrap();
+            let diff = (expected - got)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff <= 1.0 / 128.0, "{lens:?} {h:?}: max difference {diff}");
         }
     }
 }

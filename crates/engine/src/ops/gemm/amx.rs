@@ -224,13 +224,15 @@ pub(super) fn matmul_bf16(
     for_each_task(&tasks, |task: &Task| {
         let task = Bf16Task {
             a: &a,
-            kp,
+            a_kp: kp,
             panels,
+            panel_kp: kp,
             rows: task.rows.clone(),
             panel_range: task.panels.clone(),
-            n,
+            cols: n,
             bias,
             c: out,
+            ldc: n,
         };
         // SAFETY: the AMX kernel is selected only where the CPU has AMX-BF16, the OS's permission
         // and AVX-512F; the task stays inside a, the panels and y, and no two tasks write the same
@@ -239,62 +241,112 @@ pub(super) fn matmul_bf16(
     });
 }
 
-/// One task of a bf16 product.
+/// One thread's bf16 product on strided operands, for attention (one task per sequence and head):
+/// `c[i][0..cols] = sum_p a[i][p] * w[j][p]` for `m` rows, `p < depth` (a prefix of w's inputs),
+/// rows of `a` (f32, rounded to bf16 here) `lda` apart and of `c` `ldc` apart.
+///
+/// # Safety
+/// The CPU must have AMX-BF16 with the OS's permission and AVX-512F; `a` must hold `m` rows of
+/// `depth` values and `c` `m` rows of `cols` values at those strides; no other thread may write them.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn product_bf16_strided(
+    a: *const f32,
+    lda: usize,
+    m: usize,
+    (panels, k): (&Aligned<u16>, usize),
+    depth: usize,
+    cols: usize,
+    c: *mut f32,
+    ldc: usize,
+) {
+    let a_kp = depth.next_multiple_of(BF16_TILE_DEPTH);
+    let mut rows = Aligned::<u16>::zeroed(m.next_multiple_of(BLOCK_ROWS) * a_kp);
+    for (i, out) in rows.chunks_exact_mut(a_kp).take(m).enumerate() {
+        // SAFETY: row i of `a` holds `depth` values (the caller's promise).
+        let row = unsafe { std::slice::from_raw_parts(a.add(i * lda), depth) };
+        simd::to_bf16_row(row, out);
+    }
+    let task = Bf16Task {
+        a: &rows,
+        a_kp,
+        panels,
+        panel_kp: k.next_multiple_of(BF16_TILE_DEPTH),
+        rows: 0..m,
+        panel_range: 0..cols.div_ceil(NR),
+        cols,
+        bias: None,
+        c: OutPtr(c),
+        ldc,
+    };
+    // SAFETY: forwarded from the caller.
+    unsafe { task.run() }
+}
+
+/// One task of a bf16 product: rows of bf16 activations (`a_kp` apart, zero beyond the depth) times
+/// a range of panels (k padded to `panel_kp`), over the activations' depth.
 struct Bf16Task<'a> {
     a: &'a [u16],
-    kp: usize,
+    a_kp: usize,
     panels: &'a [u16],
+    panel_kp: usize,
     rows: std::ops::Range<usize>,
     panel_range: std::ops::Range<usize>,
-    n: usize,
+    /// Valid columns of the output, and the stride of its rows.
+    cols: usize,
     bias: Option<&'a [f32]>,
     c: OutPtr,
+    ldc: usize,
 }
 
 impl Bf16Task<'_> {
     #[target_feature(enable = "avx512f")]
     unsafe fn run(&self) {
-        let kp = self.kp;
         let _tiles = unsafe { Tiles::configure() };
         let mut sums = Sums([0; BLOCK_ROWS * NR]);
+        let panel_len = self.panel_kp * NR;
         walk_blocks(
             self.rows.clone(),
             self.panel_range.clone(),
-            kp * NR * 2,
+            panel_len * 2,
             |i, j| {
                 let rows = (self.rows.end - i).min(BLOCK_ROWS);
-                let col0 = j * NR;
-                let cols = NR.min(self.n - col0);
                 unsafe {
-                    let a = self.a.as_ptr().add(i * kp).cast::<u8>();
-                    let b = self.panels.as_ptr().add(j * kp * NR).cast::<u8>();
-                    bf16_block(
-                        a,
-                        kp * 2,
-                        b,
-                        kp / BF16_TILE_DEPTH,
-                        rows > TILE_ROWS,
-                        &mut sums,
-                    );
-                    let masks = [lanes(cols), lanes(cols.saturating_sub(16))];
-                    let bias = match self.bias {
-                        Some(b) => [
-                            _mm512_maskz_loadu_ps(masks[0], b.as_ptr().add(col0)),
-                            _mm512_maskz_loadu_ps(masks[1], b.as_ptr().wrapping_add(col0 + 16)),
-                        ],
-                        None => [_mm512_setzero_ps(); 2],
-                    };
-                    let sums = sums.0.as_ptr().cast::<f32>();
-                    for r in 0..rows {
-                        let out = self.c.get().add((i + r) * self.n + col0);
-                        for half in 0..2 {
-                            let v = _mm512_loadu_ps(sums.add(r * NR + 16 * half));
-                            let v = _mm512_add_ps(v, bias[half]);
-                            _mm512_mask_storeu_ps(out.wrapping_add(16 * half), masks[half], v);
-                        }
-                    }
+                    let a = self.a.as_ptr().add(i * self.a_kp).cast::<u8>();
+                    let b = self.panels.as_ptr().add(j * panel_len).cast::<u8>();
+                    let steps = self.a_kp / BF16_TILE_DEPTH;
+                    bf16_block(a, self.a_kp * 2, b, steps, rows > TILE_ROWS, &mut sums);
+                    self.store(&sums, i..i + rows, j);
                 }
             },
         );
+    }
+
+    /// Rows `rows` of panel `j` from the block's sums, plus the bias, masked to the valid columns.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn store(&self, sums: &Sums, rows: std::ops::Range<usize>, j: usize) {
+        let col0 = j * NR;
+        let cols = NR.min(self.cols - col0);
+        let masks = [lanes(cols), lanes(cols.saturating_sub(16))];
+        let bias = match self.bias {
+            Some(b) => unsafe {
+                [
+                    _mm512_maskz_loadu_ps(masks[0], b.as_ptr().add(col0)),
+                    _mm512_maskz_loadu_ps(masks[1], b.as_ptr().wrapping_add(col0 + 16)),
+                ]
+            },
+            None => [_mm512_setzero_ps(); 2],
+        };
+        let sums = sums.0.as_ptr().cast::<f32>();
+        for (r, i) in rows.enumerate() {
+            // SAFETY: row i lies in the caller's part of the output; masked lanes are untouched.
+            unsafe {
+                let out = self.c.get().add(i * self.ldc + col0);
+                for half in 0..2 {
+                    let v = _mm512_loadu_ps(sums.add(r * NR + 16 * half));
+                    let v = _mm512_add_ps(v, bias[half]);
+                    _mm512_mask_storeu_ps(out.wrapping_add(16 * half), masks[half], v);
+                }
+            }
+        }
     }
 }

@@ -97,22 +97,32 @@ pub struct Int8Panels {
 impl Int8Panels {
     /// Quantizes a row-major (n x k) f32 matrix: each row (output channel) by max |w| / 127.
     pub fn quantize(w: &[f32], n: usize, k: usize) -> Self {
-        let k_padded = k.next_multiple_of(DEPTH_ALIGN);
-        let panels = n.div_ceil(NR);
-        let mut scales = vec![0.0; panels * NR];
-        let mut col_sums = vec![0; panels * NR];
         let mut rows = vec![0i8; n * k];
-        for (row, (values, out)) in w
+        let mut scales: Vec<f32> = w
             .chunks_exact(k.max(1))
             .zip(rows.chunks_exact_mut(k.max(1)))
-            .enumerate()
-        {
-            scales[row] = quantize_symmetric(values, out);
-            col_sums[row] = out.iter().map(|&q| i32::from(q)).sum();
-        }
+            .take(n)
+            .map(|(values, out)| quantize_symmetric(values, out))
+            .collect();
+        scales.resize(n, 1.0); // k = 0: no values, n rows all the same
+        Self::from_rows(&rows, scales, k)
+    }
+
+    /// From rows already quantized: row-major values (scales.len() rows of k), a scale a row.
+    pub fn from_rows(rows: &[i8], mut scales: Vec<f32>, k: usize) -> Self {
+        let n = scales.len();
+        let k_padded = k.next_multiple_of(DEPTH_ALIGN);
+        let padded_n = n.div_ceil(NR) * NR;
+        let mut col_sums: Vec<i32> = rows
+            .chunks_exact(k.max(1))
+            .take(n)
+            .map(|row| row.iter().map(|&q| i32::from(q)).sum())
+            .collect();
+        col_sums.resize(padded_n, 0);
+        scales.resize(padded_n, 0.0);
         Self {
             k_padded,
-            data: pack_grouped(&rows, (n, k), (GROUP, k_padded), |q| q),
+            data: pack_grouped(rows, (n, k), (GROUP, k_padded), |q| q),
             scales,
             col_sums,
         }

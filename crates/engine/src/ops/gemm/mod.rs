@@ -135,6 +135,13 @@ impl PackedWeight {
         Self { n, k, data }
     }
 
+    /// From int8 rows already quantized (row-major, n = scales.len() rows of k), one scale a row.
+    pub fn from_int8_rows(values: &[i8], scales: Vec<f32>, k: usize) -> Self {
+        let n = scales.len();
+        let data = PanelData::Int8(int8::Int8Panels::from_rows(values, scales, k));
+        Self { n, k, data }
+    }
+
     /// The matrix in each float storage `kernel` reads (f32, bf16, f16), for tests and probes.
     pub fn in_every_storage(
         w: &[f32],
@@ -357,11 +364,14 @@ fn run_tasks(x: &[f32], m: usize, w: &PackedWeight, bias: Option<&[f32]>, out: O
 
 /// One thread's product on strided operands, for callers that already run one task per thread
 /// (attention, per sequence and head): `c[i][0..cols] = sum_p a[i][p] * w[p][0..cols]` for `m` rows,
-/// `p < depth` (a prefix of w's inputs), rows of `a` `lda` apart and of `c` `ldc` apart.
+/// `p < depth` (a prefix of w's inputs), rows of `a` `lda` apart and of `c` `ldc` apart. f32 panels
+/// run on the AVX-512 kernel (`pack_a`: copy the rows of `a` per block first), bf16 tile panels on
+/// AMX tiles (the rows of `a` rounded to bf16).
 ///
 /// # Safety
-/// The CPU must have AVX-512F (`MatmulKernel::Avx512` selected); `a` must hold `m` rows of `depth`
-/// values and `c` `m` rows of `cols` values at those strides; no other thread may write them.
+/// The CPU must have AVX-512F, and AMX with the OS's permission for bf16 tile panels (the kernel
+/// that packed them); `a` must hold `m` rows of `depth` values and `c` `m` rows of `cols` values at
+/// those strides; no other thread may write them.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn product_strided(
@@ -382,6 +392,10 @@ pub(crate) unsafe fn product_strided(
     if m == 0 || cols == 0 {
         return;
     }
+    if let PanelData::Bf16Pairs(panels) = &w.data {
+        // SAFETY: forwarded from the caller.
+        return unsafe { amx::product_bf16_strided(a, lda, m, (panels, w.k), depth, cols, c, ldc) };
+    }
     let product = avx512::Product {
         a,
         lda,
@@ -397,6 +411,28 @@ pub(crate) unsafe fn product_strided(
     };
     // SAFETY: forwarded from the caller.
     unsafe { product.run() }
+}
+
+/// Packs the matrix whose element (row, col) is `value(row, col)` as bf16 (nearest) in AMX tile
+/// layout.
+pub fn pack_bf16_tiles_with(
+    n: usize,
+    k: usize,
+    value: impl Fn(usize, usize) -> f32,
+) -> PackedWeight {
+    let k_padded = k.next_multiple_of(BF16_TILE_DEPTH);
+    let mut data = Aligned::zeroed(n.div_ceil(NR) * k_padded * NR);
+    for row in 0..n {
+        for col in 0..k {
+            let bits = half::bf16::from_f32(value(row, col)).to_bits();
+            data[grouped_at(row, col, k_padded, BF16_PAIR)] = bits;
+        }
+    }
+    PackedWeight {
+        n,
+        k,
+        data: PanelData::Bf16Pairs(data),
+    }
 }
 
 /// Packs the matrix whose element (row, col) is `value(row, col)`, as f32.
