@@ -15,11 +15,14 @@ use clap::{Parser, Subcommand};
 )]
 struct Cli {
     /// Say what was loaded and how (precision, batching) on stderr.
-    #[arg(long, short, global = true)]
+    #[arg(long, short, global = true, env = "BGE_RERANK_VERBOSE")]
     verbose: bool,
     /// No progress bar.
-    #[arg(long, short, global = true)]
+    #[arg(long, short, global = true, env = "BGE_RERANK_QUIET")]
     quiet: bool,
+    /// Log lines as JSON objects (for log collectors), on stderr.
+    #[arg(long, global = true, env = "BGE_RERANK_JSON_LOGS")]
+    json_logs: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -81,16 +84,25 @@ pub fn release_load_memory() {}
 fn main() -> std::process::ExitCode {
     keep_freed_memory();
     let cli = Cli::parse();
-    let default_level = if cli.verbose { "info" } else { "warn" };
-    tracing_subscriber::fmt()
+    // A server logs each request (info); the other commands only warnings unless --verbose.
+    let serving = matches!(cli.command, Command::Serve(_));
+    let default_level = if cli.verbose || serving {
+        "info"
+    } else {
+        "warn"
+    };
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()) && !cli.json_logs)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .init();
+        );
+    match cli.json_logs {
+        true => logs.json().init(),
+        false => logs.init(),
+    }
     let ui = progress::Ui { quiet: cli.quiet };
     let result = match cli.command {
         Command::Score(args) => commands::score::run(args, ui),

@@ -13,16 +13,9 @@ fn fixture(name: &str) -> String {
         .into_owned()
 }
 
-#[test]
-fn serve_answers_then_drains_on_sigterm() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_bge-rerank"))
-        .args(["serve", "--model", &fixture("xlmr-reranker")])
-        // A host name, not only an IP address.
-        .args(["--host", "localhost", "--port", "0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+/// The address a starting server says it listens on (read from its stderr, which is then drained
+/// by a thread: the server logs every request there, and must never block on a full pipe).
+fn listening_address(child: &mut std::process::Child) -> String {
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     let addr = loop {
@@ -35,6 +28,21 @@ fn serve_answers_then_drains_on_sigterm() {
             break rest.to_string();
         }
     };
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    addr
+}
+
+#[test]
+fn serve_answers_then_drains_on_sigterm() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bge-rerank"))
+        .args(["serve", "--model", &fixture("xlmr-reranker")])
+        // A host name, not only an IP address.
+        .args(["--host", "localhost", "--port", "0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = listening_address(&mut child);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let statuses = runtime.block_on(async {
         let client = reqwest::Client::new();
@@ -70,4 +78,41 @@ fn serve_answers_then_drains_on_sigterm() {
         "every accepted request is answered"
     );
     assert!(status.success(), "exit status {status:?}");
+}
+
+/// Containers configure the server with environment variables: every flag has one.
+#[test]
+fn serve_is_configured_by_environment_variables() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bge-rerank"))
+        .arg("serve")
+        .env("BGE_RERANK_MODEL", fixture("xlmr-reranker"))
+        .env("BGE_RERANK_SERVED_MODEL_NAME", "rerank-english")
+        .env("BGE_RERANK_PORT", "0")
+        .env("BGE_RERANK_MAX_DOCUMENTS", "7")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr = listening_address(&mut child);
+    let info: serde_json::Value = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let response = reqwest::get(format!("{addr}/info")).await.unwrap();
+        response.json().await.unwrap()
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(info["models"][0]["name"], "rerank-english", "{info}");
+    assert_eq!(info["limits"]["max_documents"], 7, "{info}");
+    let help = Command::new(env!("CARGO_BIN_EXE_bge-rerank"))
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in help.lines().filter_map(|l| l.trim().strip_prefix("--")) {
+        let flag = flag.split([' ', ',']).next().unwrap_or_default();
+        if flag == "help" || flag.is_empty() {
+            continue;
+        }
+        let var = format!("BGE_RERANK_{}", flag.replace('-', "_").to_uppercase());
+        assert!(help.contains(&var), "--{flag} has no {var}");
+    }
 }

@@ -44,7 +44,7 @@ pub fn of_files(paths: &[&Path]) -> Result<String> {
             hash.write(&buffer[..n]);
         }
     }
-    Ok(format!("{:016x}", hash.0))
+    Ok(format!("{:016x}", hash.finish()))
 }
 
 fn read_up_to(file: &mut std::fs::File, buffer: &mut [u8]) -> std::io::Result<usize> {
@@ -58,8 +58,9 @@ fn read_up_to(file: &mut std::fs::File, buffer: &mut [u8]) -> std::io::Result<us
     Ok(filled)
 }
 
-/// FNV-1a, 64 bits: stable across builds and platforms (unlike `DefaultHasher`).
-struct Fnv64(u64);
+/// FNV-1a, 64 bits: stable across builds and platforms (unlike `DefaultHasher`), for fingerprints
+/// and cache file names.
+pub struct Fnv64(u64);
 
 impl Default for Fnv64 {
     fn default() -> Self {
@@ -68,10 +69,21 @@ impl Default for Fnv64 {
 }
 
 impl Fnv64 {
-    fn write(&mut self, bytes: &[u8]) {
+    pub fn write(&mut self, bytes: &[u8]) {
         for &byte in bytes {
             self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3);
         }
+    }
+
+    pub fn finish(&self) -> u64 {
+        self.0
+    }
+
+    /// The hash of one text.
+    pub fn of(text: &str) -> u64 {
+        let mut hash = Self::default();
+        hash.write(text.as_bytes());
+        hash.finish()
     }
 }
 

@@ -7,11 +7,9 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{EvalError, Result};
 
-/// A stable 64-bit FNV-1a hash, for cache file names.
+/// A stable 64-bit hash of a text, for cache file names.
 pub fn fnv64(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    bge_rerank_engine::fingerprint::Fnv64::of(text)
 }
 
 /// The default cache folder: `$BGE_RERANK_CACHE`, else `$XDG_CACHE_HOME/bge-rerank`, else

@@ -1,4 +1,5 @@
-//! Every error a client sees: JSON `{"error": str, "type": str}` with a fitting status.
+//! Every error a client sees: JSON `{"error": str, "type": str, "error_type": str}` with a fitting
+//! status (`error_type` is the key TEI's clients read; it holds the same value as `type`).
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -68,6 +69,19 @@ impl ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
 
+    /// An error the framework produced, by its status.
+    pub fn from_status(status: StatusCode, message: String) -> Self {
+        let kind = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+            StatusCode::NOT_FOUND => "not_found",
+            StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+            s if s.is_server_error() => "internal",
+            _ => "bad_request",
+        };
+        Self::new(status, kind, message)
+    }
+
     /// Engine errors from a request's own content (options, layers) are the client's to fix.
     pub fn from_engine(error: &bge_rerank_engine::Error) -> Self {
         use bge_rerank_engine::Error as E;
@@ -82,7 +96,11 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(serde_json::json!({"error": self.message, "type": self.kind}));
+        let body = Json(serde_json::json!({
+            "error": self.message,
+            "type": self.kind,
+            "error_type": self.kind,
+        }));
         let mut response = (self.status, body).into_response();
         if self.status == StatusCode::TOO_MANY_REQUESTS
             || self.status == StatusCode::SERVICE_UNAVAILABLE

@@ -79,9 +79,35 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/openapi.json", get(routes::openapi))
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
+        .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// Errors the framework answers itself (a body over the size limit, a wrong method or content
+/// type) come as plain text: they are given the JSON shape of every other error, their text kept
+/// as the message.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let text = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = match text.is_empty() {
+        true => status.canonical_reason().unwrap_or("error").to_string(),
+        false => text,
+    };
+    ApiError::from_status(status, message).into_response()
 }
 
 /// Bounded admission: beyond `max_concurrent_requests` scoring requests in flight, answer 429.
@@ -111,7 +137,8 @@ async fn refuse(request: Request, state: &AppState, error: ApiError) -> Response
 
 async fn authorize(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     if let Some(key) = &state.api_key {
-        if request.uri().path() != "/health" {
+        // Probes and metric scrapers carry no key.
+        if !matches!(request.uri().path(), "/health" | "/metrics") {
             let given = request
                 .headers()
                 .get(axum::http::header::AUTHORIZATION)
@@ -132,7 +159,21 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
     let start = Instant::now();
+    let method = request.method().clone();
     let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let elapsed_ms = start.elapsed().as_secs_f64() * 1000.0;
+    // One access-log line per request.
+    match response.extensions().get::<routes::RequestCost>() {
+        Some(cost) => tracing::info!(
+            %method, route = %route, status, ms = elapsed_ms,
+            pairs = cost.pairs, tokens = cost.tokens,
+            queue_ms = cost.queue.as_secs_f64() * 1000.0,
+            inference_ms = cost.inference.as_secs_f64() * 1000.0,
+            "request"
+        ),
+        None => tracing::info!(%method, route = %route, status, ms = elapsed_ms, "request"),
+    }
     state
         .metrics
         .requests

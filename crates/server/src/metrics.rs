@@ -93,11 +93,47 @@ impl Default for Metrics {
     }
 }
 
+/// The content type of `Metrics::render`: Prometheus' text format, which every scraper reads.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 impl Metrics {
+    /// The metrics in Prometheus' text format (0.0.4).
     pub fn render(&self) -> String {
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
-        text
+        openmetrics_to_prometheus(&text)
     }
+}
+
+/// prometheus_client writes OpenMetrics, which names a counter's family without the `_total` its
+/// samples carry and ends with `# EOF`; Prometheus' text format names the family as its samples
+/// (else its parser types them `unknown`) and has no end marker.
+fn openmetrics_to_prometheus(text: &str) -> String {
+    let mut counters = Vec::new();
+    for line in text.lines() {
+        if let Some(name) = line
+            .strip_prefix("# TYPE ")
+            .and_then(|rest| rest.strip_suffix(" counter"))
+        {
+            counters.push(name.to_string());
+        }
+    }
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# TYPE ", "# HELP "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .iter()
+                .any(|c| c == name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
 }

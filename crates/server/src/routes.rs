@@ -137,7 +137,7 @@ pub async fn tei_rerank(
             text: request.return_text.then(|| request.texts[index].clone()),
         })
         .collect();
-    Ok(Json(ranks).into_response())
+    Ok(with_timings(Json(ranks).into_response(), &output))
 }
 
 static RESPONSE_ID: AtomicU64 = AtomicU64::new(1);
@@ -181,15 +181,15 @@ pub async fn cohere_rerank(
             .map_or(0, |d| d.as_nanos()),
         RESPONSE_ID.fetch_add(1, Ordering::Relaxed)
     );
-    Ok(Json(CohereRerankResponse {
+    let response = Json(CohereRerankResponse {
         id,
         model: model.name.clone(),
         results,
         usage: Usage {
             total_tokens: output.total_tokens,
         },
-    })
-    .into_response())
+    });
+    Ok(with_timings(response.into_response(), &output))
 }
 
 pub async fn score(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
@@ -213,7 +213,42 @@ pub async fn score(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Re
             ranking::scores_json(&values)
         })
         .collect();
-    Ok(Json(ScoreResponse { scores }).into_response())
+    Ok(with_timings(
+        Json(ScoreResponse { scores }).into_response(),
+        &output,
+    ))
+}
+
+/// What a scored request cost, for the access log (read by the `observe` middleware).
+#[derive(Debug, Clone, Copy)]
+pub struct RequestCost {
+    pub pairs: usize,
+    pub tokens: usize,
+    pub queue: std::time::Duration,
+    pub inference: std::time::Duration,
+}
+
+/// The response with its timings in headers, as TEI sends them (milliseconds: `x-queue-time`, which
+/// includes tokenization, done by the model's worker, and `x-inference-time`), and its cost attached
+/// for the access log.
+fn with_timings(mut response: Response, output: &JobOutput) -> Response {
+    let ms = |d: std::time::Duration| format!("{:.1}", d.as_secs_f64() * 1000.0);
+    for (name, value) in [
+        ("x-queue-time", ms(output.queue)),
+        ("x-inference-time", ms(output.inference)),
+        ("x-total-tokens", output.total_tokens.to_string()),
+    ] {
+        if let Ok(value) = axum::http::HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response.extensions_mut().insert(RequestCost {
+        pairs: output.scores.len(),
+        tokens: output.total_tokens,
+        queue: output.queue,
+        inference: output.inference,
+    });
+    response
 }
 
 pub async fn health(State(state): State<Arc<AppState>>) -> Response {
@@ -241,7 +276,7 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     (
         [(
             axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
+            crate::metrics::CONTENT_TYPE,
         )],
         state.metrics.render(),
     )

@@ -6,7 +6,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bge_rerank_engine::batch::plan_batches;
 use bge_rerank_engine::{BatchLimits, InputOptions, ModelInput, Reranker};
@@ -25,11 +25,16 @@ pub struct ScoreJob {
     pub reply: oneshot::Sender<Result<JobOutput, ApiError>>,
 }
 
-/// Raw scores (per pair, per answering layer, in the request's layer order) and token counts.
+/// Raw scores (per pair, per answering layer, in the request's layer order), token counts and where
+/// the time went.
 #[derive(Debug)]
 pub struct JobOutput {
     pub scores: Vec<Vec<f32>>,
     pub total_tokens: usize,
+    /// From submission to the start of the request's first batch (waiting and tokenization).
+    pub queue: Duration,
+    /// From its first batch to its last pair scored.
+    pub inference: Duration,
 }
 
 /// A handle to a model's worker thread.
@@ -76,7 +81,8 @@ struct Pending {
     remaining: usize,
     total_tokens: usize,
     enqueued: Instant,
-    started: bool,
+    /// When its first batch started.
+    started: Option<Instant>,
 }
 
 impl Pending {
@@ -122,6 +128,8 @@ impl Worker {
                     let _ = job.reply.send(Ok(JobOutput {
                         scores: Vec::new(),
                         total_tokens: 0,
+                        queue: enqueued.elapsed(),
+                        inference: Duration::ZERO,
                     }));
                 }
                 Ok((job_inputs, layers)) => {
@@ -135,7 +143,7 @@ impl Worker {
                         remaining: job_inputs.len(),
                         total_tokens,
                         enqueued,
-                        started: false,
+                        started: None,
                     });
                     requested_layers.push(layers);
                     inputs.extend(job_inputs);
@@ -204,8 +212,8 @@ impl Worker {
         let now = Instant::now();
         for &i in batch {
             let p = &mut pending[owners[i].0];
-            if !p.started {
-                p.started = true;
+            if p.started.is_none() {
+                p.started = Some(now);
                 self.metrics
                     .queue_seconds
                     .observe(now.duration_since(p.enqueued).as_secs_f64());
@@ -233,9 +241,12 @@ impl Worker {
                     };
                     p.remaining -= 1;
                     if p.remaining == 0 {
+                        let started = p.started.unwrap_or(now);
                         let output = JobOutput {
                             scores: std::mem::take(&mut p.scores),
                             total_tokens: p.total_tokens,
+                            queue: started.duration_since(p.enqueued),
+                            inference: started.elapsed(),
                         };
                         p.answer(Ok(output));
                     }

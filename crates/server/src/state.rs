@@ -104,12 +104,15 @@ impl AppState {
             .ok_or_else(|| ApiError::unavailable("loading the model"))
     }
 
-    /// The named model, or the first one.
+    /// The model a request names. With one model served, the name is informational, as TEI treats
+    /// it: Cohere and LangChain clients always send one (`rerank-v3.5` by default) and are answered
+    /// with the served name. With several, it must name one (else 404 listing them); none means
+    /// the first.
     pub fn model(&self, name: Option<&str>) -> Result<&ServedModel, ApiError> {
         let models = self.models()?;
-        match name {
-            None => Ok(&models[0]),
-            Some(name) => models.iter().find(|m| m.name == name).ok_or_else(|| {
+        match (name, models) {
+            (None, _) | (Some(_), [_]) => Ok(&models[0]),
+            (Some(name), _) => models.iter().find(|m| m.name == name).ok_or_else(|| {
                 let known: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
                 ApiError::not_found(format!(
                     "unknown model `{name}`; served: {}",

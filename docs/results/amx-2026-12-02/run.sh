@@ -5,7 +5,7 @@ B=/work/main/target/release/bge-rerank
 P=/work/venv/bin/python
 W=/work/shared/bench/workloads
 PEERS=/work/shared/bench/peers
-OUT=/work/sitting3
+OUT=/work/sitting4
 TIME="/usr/bin/time -f wall_%e_s_peak_RSS_%M_KB"
 cd $OUT
 date > start.txt; grep -m1 "model name" /proc/cpuinfo >> start.txt; nproc >> start.txt
@@ -21,6 +21,9 @@ timeout 900 $P ort_int8.py /work/models/base-f32 $W/rerank-100.jsonl /work/ort-w
 timeout 900 $P flag.py /work/models/base-f32 $W/rerank-100.jsonl --batch-size 32 --repeat 3 > $OUT/flag-f32.json 2>/dev/null
 cd $OUT
 for d in bf16 int8 f32; do $B bench -m /work/models/base-f32 --workload $W/rerank-100.jsonl --dtype $d --repeat 3 > ours-$d-2.txt 2>&1; done
+$B quantize -m /work/models/base-f32 -o /work/models/base-int8 --overwrite 2> quantize.txt
+$TIME $B bench -m /work/models/base-int8 --workload $W/rerank-100.jsonl --repeat 3 > ours-saved-int8.txt 2>&1
+for d in bf16 int8; do $TIME $B bench -m /work/models/minicpm-bf16 --workload /work/short-16.jsonl --dtype $d --repeat 1 > ours-minicpm-$d.txt 2>&1; done
 for d in bf16 int8; do $TIME $B bench -m /work/models/gemma-bf16 --workload /work/short-16.jsonl --dtype $d --repeat 1 > ours-gemma-$d.txt 2>&1; done
 cd $PEERS
 $TIME timeout 1500 $P flag_llm.py /work/models/gemma-bf16 /work/short-16.jsonl --bf16 > $OUT/flag-llm-bf16.json 2>$OUT/flag-llm-bf16.err

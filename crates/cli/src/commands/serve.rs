@@ -10,41 +10,53 @@ use clap::Args;
 #[derive(Args)]
 pub struct ServeArgs {
     /// Model to serve: DIR, HF_ID or NAME=DIR; repeat for several (the first is the default).
-    #[arg(long, short, required = true)]
+    /// With one model, requests may name any model (clients always send one); with several, a
+    /// request's `model` must be one of their names.
+    #[arg(
+        long,
+        short,
+        required = true,
+        env = "BGE_RERANK_MODEL",
+        value_delimiter = ','
+    )]
     model: Vec<String>,
+    /// The name of the one served model, as requests and responses give it (default: its
+    /// --model NAME= or its folder / hub id).
+    #[arg(long, env = "BGE_RERANK_SERVED_MODEL_NAME")]
+    served_model_name: Option<String>,
     /// Precision for every model: auto, f32, f16, bf16 or int8.
-    #[arg(long, default_value = "auto", value_parser = crate::model_args::parse_precision)]
+    #[arg(long, default_value = "auto", env = "BGE_RERANK_DTYPE", value_parser = crate::model_args::parse_precision)]
     dtype: Precision,
     /// A LoRA adapter merged into every (LLM) model.
-    #[arg(long)]
+    #[arg(long, env = "BGE_RERANK_ADAPTER")]
     adapter: Option<std::path::PathBuf>,
     /// Address or host name to listen on (e.g. 0.0.0.0, localhost).
-    #[arg(long, default_value = "127.0.0.1")]
+    #[arg(long, default_value = "127.0.0.1", env = "BGE_RERANK_HOST")]
     host: String,
-    #[arg(long, default_value_t = 8080)]
+    #[arg(long, default_value_t = 8080, env = "BGE_RERANK_PORT")]
     port: u16,
     /// Real tokens per model batch at most (batches mix pairs of concurrent requests).
-    #[arg(long, default_value_t = BatchLimits::default().max_batch_tokens)]
+    #[arg(long, default_value_t = BatchLimits::default().max_batch_tokens, env = "BGE_RERANK_MAX_BATCH_TOKENS")]
     max_batch_tokens: usize,
     /// Pairs per model batch at most.
-    #[arg(long, default_value_t = BatchLimits::default().batch_size)]
+    #[arg(long, default_value_t = BatchLimits::default().batch_size, env = "BGE_RERANK_BATCH_SIZE")]
     batch_size: usize,
     /// Scoring requests in flight at most; beyond, 429 with Retry-After.
-    #[arg(long, default_value_t = Limits::default().max_concurrent_requests)]
+    #[arg(long, default_value_t = Limits::default().max_concurrent_requests, env = "BGE_RERANK_MAX_CONCURRENT_REQUESTS")]
     max_concurrent_requests: usize,
     /// Documents (or pairs) per request at most (413 beyond).
-    #[arg(long, default_value_t = Limits::default().max_documents)]
+    #[arg(long, default_value_t = Limits::default().max_documents, env = "BGE_RERANK_MAX_DOCUMENTS")]
     max_documents: usize,
     /// Request body size at most, in bytes (413 beyond).
-    #[arg(long, default_value_t = Limits::default().max_body_bytes)]
+    #[arg(long, default_value_t = Limits::default().max_body_bytes, env = "BGE_RERANK_MAX_BODY_BYTES")]
     max_body_bytes: usize,
     /// Seconds a request may take (504 beyond).
-    #[arg(long, default_value_t = Limits::default().request_timeout.as_secs_f64())]
+    #[arg(long, default_value_t = Limits::default().request_timeout.as_secs_f64(), env = "BGE_RERANK_REQUEST_TIMEOUT")]
     request_timeout: f64,
     /// max_length of requests that give none.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 512, env = "BGE_RERANK_MAX_LENGTH")]
     max_length: usize,
-    /// Require `Authorization: Bearer KEY` on every route but /health.
+    /// Require `Authorization: Bearer KEY` on every route but /health and /metrics.
     #[arg(long, env = "BGE_RERANK_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
 }
@@ -63,12 +75,21 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         adapter: args.adapter.clone(),
         kernel: None,
     };
+    let mut models: Vec<ModelSpec> = args
+        .model
+        .iter()
+        .map(|m| ModelSpec::parse(m, load.clone()))
+        .collect();
+    match (args.served_model_name, models.as_mut_slice()) {
+        (Some(name), [one]) if !name.is_empty() => one.name = name,
+        (Some(_), [_]) => anyhow::bail!("--served-model-name is empty"),
+        (Some(_), _) => anyhow::bail!(
+            "--served-model-name names the one served model; with several, name each as --model NAME=DIR"
+        ),
+        (None, _) => {}
+    }
     let config = ServeConfig {
-        models: args
-            .model
-            .iter()
-            .map(|m| ModelSpec::parse(m, load.clone()))
-            .collect(),
+        models,
         addr: listen_address(&args.host, args.port)?,
         limits: Limits {
             batch: BatchLimits {

@@ -252,11 +252,51 @@ mod tests {
     use crate::ops::cpu::{CpuFeatures, MatmulKernel};
     use candle_core::Device;
 
-    fn numerics(kernel: MatmulKernel) -> Numerics {
+    fn numerics(kernel: MatmulKernel, round_to: Option<candle_core::DType>) -> Numerics {
         Numerics {
             kernel,
+            round_to,
             ..Numerics::default()
         }
+    }
+
+    /// Shapes that hit the edges: (sequence lengths, heads, kv heads, head dim, causal).
+    type Case = (Vec<usize>, usize, usize, usize, bool);
+
+    /// The largest difference between the contexts of candle's attention and `kernel`'s, in the
+    /// same precision, on inputs made by `value` (of an index).
+    fn largest_difference(
+        (lens, heads, kv_heads, head_dim, causal): &Case,
+        kernel: MatmulKernel,
+        round_to: Option<candle_core::DType>,
+        value: impl Fn(usize) -> f32,
+    ) -> f32 {
+        let h = Heads {
+            heads: *heads,
+            kv_heads: *kv_heads,
+            head_dim: *head_dim,
+            causal: *causal,
+        };
+        let tokens: usize = lens.iter().sum();
+        let values: Vec<f32> = (0..tokens * h.width()).map(value).collect();
+        let qkv = Tensor::from_vec(values, (tokens, h.width()), &Device::Cpu).unwrap();
+        let expected =
+            packed_attention(&qkv, lens, h, numerics(MatmulKernel::Candle, round_to)).unwrap();
+        let got = packed_attention(&qkv, lens, h, numerics(kernel, round_to)).unwrap();
+        (expected - got)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    fn spread(i: usize) -> f32 {
+        (((i * 7919) % 1000) as f32 / 500.0) - 1.0
     }
 
     #[test]
@@ -268,38 +308,15 @@ mod tests {
             );
             return;
         }
-        let cases = [
-            (vec![1usize], 1usize, 1usize, 8usize, false),
+        let cases: [Case; 4] = [
+            (vec![1], 1, 1, 8, false),
             (vec![3, 130, 7], 4, 4, 16, false),
             (vec![97, 1, 200], 4, 1, 24, true),
             (vec![5, 64], 6, 2, 64, true),
         ];
-        for (lens, heads, kv_heads, head_dim, causal) in cases {
-            let h = Heads {
-                heads,
-                kv_heads,
-                head_dim,
-                causal,
-            };
-            let tokens: usize = lens.iter().sum();
-            let values: Vec<f32> = (0..tokens * h.width())
-                .map(|i| (((i * 7919) % 1000) as f32 / 500.0) - 1.0)
-                .collect();
-            let qkv = Tensor::from_vec(values, (tokens, h.width()), &Device::Cpu).unwrap();
-            let expected =
-                packed_attention(&qkv, &lens, h, numerics(MatmulKernel::Candle)).unwrap();
-            let got = packed_attention(&qkv, &lens, h, numerics(MatmulKernel::Avx512)).unwrap();
-            let diff = (expected - got)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            assert!(diff < 2e-6, "{lens:?} {h:?}: max difference {diff}");
+        for case in cases {
+            let diff = largest_difference(&case, MatmulKernel::Avx512, None, spread);
+            assert!(diff < 2e-6, "{case:?}: max difference {diff}");
         }
     }
 
@@ -312,40 +329,16 @@ mod tests {
             eprintln!("skipping: no AMX here (it has: {})", CpuFeatures::detect());
             return;
         }
-        let bf16 = |kernel| Numerics {
-            kernel,
-            round_to: Some(candle_core::DType::BF16),
-            ..Numerics::default()
-        };
-        for (lens, heads, kv_heads, head_dim, causal) in [
-            (vec![1usize], 1usize, 1usize, 64usize, false),
+        let cases: [Case; 3] = [
+            (vec![1], 1, 1, 64, false),
             (vec![3, 130, 7], 4, 4, 64, false),
             (vec![97, 1, 200], 4, 1, 80, true),
-        ] {
-            let h = Heads {
-                heads,
-                kv_heads,
-                head_dim,
-                causal,
-            };
-            let tokens: usize = lens.iter().sum();
-            let values: Vec<f32> = (0..tokens * h.width())
-                .map(|i| half::bf16::from_f32((((i * 7919) % 1000) as f32 / 500.0) - 1.0).to_f32())
-                .collect();
-            let qkv = Tensor::from_vec(values, (tokens, h.width()), &Device::Cpu).unwrap();
-            let expected = packed_attention(&qkv, &lens, h, bf16(MatmulKernel::Candle)).unwrap();
-            let got = packed_attention(&qkv, &lens, h, bf16(MatmulKernel::Amx)).unwrap();
-            let diff = (expected - got)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            assert!(diff <= 1.0 / 128.0, "{lens:?} {h:?}: max difference {diff}");
+        ];
+        let on_grid = |i| half::bf16::from_f32(spread(i)).to_f32();
+        for case in cases {
+            let bf16 = Some(candle_core::DType::BF16);
+            let diff = largest_difference(&case, MatmulKernel::Amx, bf16, on_grid);
+            assert!(diff <= 1.0 / 128.0, "{case:?}: max difference {diff}");
         }
     }
 }
