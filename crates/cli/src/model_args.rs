@@ -118,6 +118,7 @@ impl InputArgs {
             max_length: self.max_length,
             query_max_length: self.query_max_length,
             prompt: self.prompt.clone(),
+            passage_max_length: None,
         }
     }
 }

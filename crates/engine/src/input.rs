@@ -45,6 +45,9 @@ pub struct InputOptions {
     pub query_max_length: Option<usize>,
     /// LLM rerankers' instruction; `None` means FlagEmbedding's default.
     pub prompt: Option<String>,
+    /// Tokens of a passage kept at most before the pair is assembled (Cohere's
+    /// `max_tokens_per_doc`); `None` means max_length.
+    pub passage_max_length: Option<usize>,
 }
 
 impl Default for InputOptions {
@@ -53,6 +56,7 @@ impl Default for InputOptions {
             max_length: 512,
             query_max_length: None,
             prompt: None,
+            passage_max_length: None,
         }
     }
 }
@@ -66,6 +70,12 @@ impl InputOptions {
         self.query_max_length.unwrap_or(self.max_length * 3 / 4)
     }
 
+    /// Tokens of a passage kept before the pair is assembled.
+    pub fn passage_budget(&self) -> usize {
+        self.passage_max_length
+            .map_or(self.max_length, |cap| cap.min(self.max_length))
+    }
+
     pub fn validate(&self) -> Result<()> {
         if self.max_length == 0 {
             return Err(Error::InvalidOption("max_length must be at least 1".into()));
@@ -73,6 +83,11 @@ impl InputOptions {
         if self.query_max_length == Some(0) {
             return Err(Error::InvalidOption(
                 "query_max_length must be at least 1".into(),
+            ));
+        }
+        if self.passage_max_length == Some(0) {
+            return Err(Error::InvalidOption(
+                "a passage's token limit (max_tokens_per_doc) must be at least 1".into(),
             ));
         }
         Ok(())
@@ -224,7 +239,7 @@ impl InputBuilder {
                         let mut ids: Vec<u32> = bos.iter().copied().collect();
                         let query_kept = query.len().min(options.query_budget());
                         ids.extend(&query.get_ids()[..query_kept]);
-                        let passage_kept = passage.len().min(options.max_length);
+                        let passage_kept = passage.len().min(options.passage_budget());
                         let passage_ids = &passage.get_ids()[..passage_kept];
                         let second = sep.len() + passage_ids.len();
                         let keep = only_second_keep(ids.len(), second, limit);
@@ -263,7 +278,7 @@ impl InputBuilder {
     ) -> Result<ModelInput> {
         let (query_len, passage_len) = (query.len(), passage.len());
         query.truncate(options.query_budget(), 0, TruncationDirection::Right);
-        passage.truncate(options.max_length, 0, TruncationDirection::Right);
+        passage.truncate(options.passage_budget(), 0, TruncationDirection::Right);
         let keep = only_second_keep(
             query.len() + pair_specials,
             passage.len(),

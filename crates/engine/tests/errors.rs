@@ -231,6 +231,7 @@ fn input_longer_than_the_position_table_is_an_error() {
             max_length: 1000,
             query_max_length: None,
             prompt: None,
+            passage_max_length: None,
         },
         ..Default::default()
     };
@@ -249,6 +250,7 @@ fn zero_max_length_is_an_error() {
             max_length: 0,
             query_max_length: None,
             prompt: None,
+            passage_max_length: None,
         },
         ..Default::default()
     };

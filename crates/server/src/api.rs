@@ -38,24 +38,43 @@ pub struct TeiRank {
     pub text: Option<String>,
 }
 
-/// A Cohere/Jina document: a string or `{"text": ...}`.
+/// A Cohere/Jina document: a string, or an object of fields (`{"text": ...}`, or any fields that
+/// `rank_fields` names).
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum Document {
     Text(String),
-    Object(DocumentObject),
-}
-
-#[derive(Debug, Deserialize)]
-pub struct DocumentObject {
-    pub text: String,
+    Object(serde_json::Map<String, serde_json::Value>),
 }
 
 impl Document {
-    pub fn text(&self) -> &str {
+    /// The text scored: a string as it is; an object's `text` field, or with `rank_fields` those
+    /// fields as `field: value` lines in the order given (as Cohere reads structured documents).
+    pub fn ranked_text(&self, rank_fields: Option<&[String]>) -> Result<String, String> {
+        let object = match self {
+            Document::Text(text) => return Ok(text.clone()),
+            Document::Object(object) => object,
+        };
+        let field = |name: &str| match object.get(name) {
+            Some(serde_json::Value::String(value)) => Ok(value.as_str()),
+            Some(_) => Err(format!("field `{name}` is not a string")),
+            None => Err(format!("has no field `{name}`")),
+        };
+        match rank_fields {
+            None => field("text").map(str::to_string),
+            Some(names) => names
+                .iter()
+                .map(|name| field(name).map(|value| format!("{name}: {value}")))
+                .collect::<Result<Vec<_>, _>>()
+                .map(|lines| lines.join("\n")),
+        }
+    }
+
+    /// The document as a response returns it: `{"text"}` for a string, the object as given.
+    pub fn returned(&self) -> serde_json::Value {
         match self {
-            Document::Text(t) => t,
-            Document::Object(o) => &o.text,
+            Document::Text(text) => serde_json::json!({ "text": text }),
+            Document::Object(object) => serde_json::Value::Object(object.clone()),
         }
     }
 }
@@ -72,13 +91,15 @@ pub struct CohereRerankRequest {
     pub top_n: Option<usize>,
     #[serde(default)]
     pub return_documents: Option<bool>,
-    /// Sent by Cohere clients; accepted, not used (documents are scored whole, truncated).
+    /// The fields of object documents to rank on (Cohere v1), in order.
     #[serde(default)]
     pub rank_fields: Option<Vec<String>>,
+    /// Sent by Cohere v1 clients; accepted, not used (documents are scored whole, truncated).
     #[serde(default)]
     pub max_chunks_per_doc: Option<u64>,
+    /// Each document cut to this many tokens before scoring (Cohere v2).
     #[serde(default)]
-    pub max_tokens_per_doc: Option<u64>,
+    pub max_tokens_per_doc: Option<usize>,
     #[serde(default)]
     pub max_length: Option<usize>,
     #[serde(default)]
@@ -101,13 +122,9 @@ pub struct CohereRerankResponse {
 pub struct CohereResult {
     pub index: usize,
     pub relevance_score: f64,
+    /// `{"text"}` for a string document, an object document as given.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub document: Option<DocumentOut>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct DocumentOut {
-    pub text: String,
+    pub document: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Serialize)]
@@ -145,6 +162,8 @@ pub struct ScoreResponse {
 pub struct Knobs {
     pub max_length: Option<usize>,
     pub query_max_length: Option<usize>,
+    /// Tokens of each document kept at most (Cohere's `max_tokens_per_doc`).
+    pub passage_max_length: Option<usize>,
     pub prompt: Option<String>,
     pub cutoff_layers: Option<Vec<usize>>,
 }
@@ -158,6 +177,7 @@ macro_rules! knobs_of {
                 Knobs {
                     max_length: self.max_length,
                     query_max_length: self.query_max_length,
+                    passage_max_length: None,
                     prompt: self.prompt.clone(),
                     cutoff_layers: self.cutoff_layers.clone(),
                 }

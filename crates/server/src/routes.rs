@@ -58,6 +58,7 @@ fn input_options(limits: &Limits, knobs: &Knobs) -> Result<InputOptions, ApiErro
         max_length,
         query_max_length: knobs.query_max_length,
         prompt: knobs.prompt.clone(),
+        passage_max_length: knobs.passage_max_length,
     })
 }
 
@@ -147,19 +148,27 @@ pub async fn cohere_rerank(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let request: CohereRerankRequest = parse_body(&body)?;
-    check_texts(
-        &state,
-        request.documents.iter().map(Document::text),
-        "documents",
-    )?;
-    let model = state.model(request.model.as_deref())?;
-    let pairs = request
+    let texts = request
         .documents
         .iter()
-        .map(|d| (request.query.clone(), d.text().to_string()))
+        .enumerate()
+        .map(|(i, d)| {
+            d.ranked_text(request.rank_fields.as_deref())
+                .map_err(|e| ApiError::validation(format!("document {i} {e}")))
+        })
+        .collect::<Result<Vec<String>, ApiError>>()?;
+    check_texts(&state, texts.iter().map(String::as_str), "documents")?;
+    let model = state.model(request.model.as_deref())?;
+    let pairs = texts
+        .into_iter()
+        .map(|text| (request.query.clone(), text))
         .collect();
-    check_ranking_layers(model, &request.knobs())?;
-    let output = score_pairs(&state, model, pairs, &request.knobs(), true).await?;
+    let knobs = Knobs {
+        passage_max_length: request.max_tokens_per_doc,
+        ..request.knobs()
+    };
+    check_ranking_layers(model, &knobs)?;
+    let output = score_pairs(&state, model, pairs, &knobs, true).await?;
     let scores = single_scores(&output, true);
     let top_n = request.top_n.unwrap_or(scores.len());
     let return_documents = request.return_documents.unwrap_or(false);
@@ -169,9 +178,7 @@ pub async fn cohere_rerank(
         .map(|index| CohereResult {
             index,
             relevance_score: scores[index],
-            document: return_documents.then(|| DocumentOut {
-                text: request.documents[index].text().to_string(),
-            }),
+            document: return_documents.then(|| request.documents[index].returned()),
         })
         .collect();
     let id = format!(

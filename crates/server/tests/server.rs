@@ -892,3 +892,83 @@ async fn ranking_needs_one_layer() {
     .await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// Cohere's structured documents and per-document token limit: `rank_fields` ranks on those fields
+/// as "field: value" lines, `max_tokens_per_doc` cuts each document before scoring, and the scores
+/// are the engine's on the same inputs.
+#[tokio::test]
+async fn cohere_rank_fields_and_max_tokens_per_doc() {
+    let server = serve().await;
+    let reranker = Reranker::load(&fixture("xlmr-reranker"), &LoadOptions::default()).unwrap();
+    let score = |passage: &str, passage_max_length: Option<usize>| -> f64 {
+        let options = ScoreOptions {
+            normalize: true,
+            input: bge_rerank_engine::InputOptions {
+                passage_max_length,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        reranker
+            .compute_score(&[(QUERY, passage)], &options)
+            .unwrap()[0]
+    };
+    let documents = json!([
+        {"title": "Giant panda", "body": "The giant panda is a bear species endemic to China.", "id": 7},
+        {"title": "Paris", "body": "Paris is the capital of France."},
+    ]);
+    let (status, body) = post(
+        &server,
+        "/v2/rerank",
+        json!({"query": QUERY, "documents": documents, "rank_fields": ["title", "body"],
+               "return_documents": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    for result in body["results"].as_array().unwrap() {
+        let i = result["index"].as_u64().unwrap() as usize;
+        let doc = &documents[i];
+        let text = format!(
+            "title: {}\nbody: {}",
+            doc["title"].as_str().unwrap(),
+            doc["body"].as_str().unwrap()
+        );
+        assert_eq!(
+            result["relevance_score"].as_f64().unwrap(),
+            score(&text, None)
+        );
+        assert_eq!(result["document"], *doc, "the document as given");
+    }
+    // A field the documents lack is named.
+    let (status, body) = post(
+        &server,
+        "/v2/rerank",
+        json!({"query": QUERY, "documents": documents, "rank_fields": ["summary"]}),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["error"]
+        .as_str()
+        .unwrap()
+        .contains("document 0 has no field `summary`"));
+
+    let long = DOCS[1];
+    let (status, body) = post(
+        &server,
+        "/v2/rerank",
+        json!({"query": QUERY, "documents": [long], "max_tokens_per_doc": 3}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let cut = body["results"][0]["relevance_score"].as_f64().unwrap();
+    assert_eq!(cut, score(long, Some(3)));
+    assert_ne!(cut, score(long, None), "the document was cut");
+    let (status, _) = post(
+        &server,
+        "/v2/rerank",
+        json!({"query": QUERY, "documents": [long], "max_tokens_per_doc": 0}),
+    )
+    .await;
+    assert_eq!(status, 422);
+    server.shutdown().await.unwrap();
+}

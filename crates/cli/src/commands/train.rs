@@ -157,6 +157,7 @@ pub fn run(args: TrainArgs, ui: Ui) -> anyhow::Result<()> {
             max_length: args.max_length,
             query_max_length: args.query_max_length,
             prompt: args.prompt,
+            passage_max_length: None,
         },
         seed: args.seed,
         dropout: !args.no_dropout,

@@ -67,6 +67,7 @@ pub fn options_from_kwargs(kwargs: &Value) -> ScoreOptions {
                 .get("prompt")
                 .and_then(Value::as_str)
                 .map(str::to_string),
+            passage_max_length: None,
         },
         batch: BatchLimits {
             batch_size: get("batch_size").unwrap_or(128),
