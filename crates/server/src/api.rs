@@ -188,6 +188,56 @@ macro_rules! knobs_of {
 
 knobs_of!(TeiRerankRequest, CohereRerankRequest, ScoreRequest);
 
+/// One text or several.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> OneOrMany<T> {
+    /// The items, and whether one was given alone (answered alone).
+    pub fn into_items(self) -> (Vec<T>, bool) {
+        match self {
+            OneOrMany::One(item) => (vec![item], true),
+            OneOrMany::Many(items) => (items, false),
+        }
+    }
+}
+
+/// text-embeddings-inference `POST /tokenize`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenizeRequest {
+    pub inputs: OneOrMany<String>,
+    #[serde(default = "yes")]
+    pub add_special_tokens: bool,
+    #[serde(default)]
+    pub model: Option<String>,
+}
+
+/// One token of `/tokenize`: character offsets into its input (`None` for added special tokens).
+#[derive(Debug, Serialize)]
+pub struct Token {
+    pub id: u32,
+    pub text: String,
+    pub special: bool,
+    pub start: Option<usize>,
+    pub stop: Option<usize>,
+}
+
+/// text-embeddings-inference `POST /decode`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecodeRequest {
+    pub ids: OneOrMany<Vec<u32>>,
+    #[serde(default = "yes")]
+    pub skip_special_tokens: bool,
+    #[serde(default)]
+    pub model: Option<String>,
+}
+
 fn yes() -> bool {
     true
 }

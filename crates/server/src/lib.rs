@@ -77,6 +77,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/info", get(routes::info))
         .route("/metrics", get(routes::metrics))
         .route("/openapi.json", get(routes::openapi))
+        .route("/docs", get(routes::docs))
+        .route("/tokenize", post(routes::tokenize))
+        .route("/decode", post(routes::decode))
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .layer(middleware::from_fn(json_errors))
@@ -274,7 +277,7 @@ fn load_models(specs: &[ModelSpec], state: &AppState) -> Result<Vec<ServedModel>
             scheduler: scheduler::Scheduler::start(
                 &spec.name,
                 reranker.clone(),
-                state.limits.batch,
+                &state.limits,
                 state.metrics.clone(),
             ),
             name: spec.name.clone(),

@@ -58,6 +58,23 @@ pub fn spec() -> Value {
                            "pairs": {"type": "array", "items": {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 2}},
                            "normalize": {"type": "boolean", "default": false}}))}),
                 json!({"type": "object", "properties": {"scores": {"type": "array"}}})),
+            "/tokenize": post(
+                "The tokens of texts as the model's tokenizer cuts them (text-embeddings-inference API)",
+                json!({"type": "object", "required": ["inputs"], "additionalProperties": false, "properties": {
+                    "inputs": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+                    "add_special_tokens": {"type": "boolean", "default": true},
+                    "model": {"type": "string"}}}),
+                json!({"type": "array", "items": {"type": "array", "items": {"type": "object", "properties": {
+                    "id": {"type": "integer"}, "text": {"type": "string"}, "special": {"type": "boolean"},
+                    "start": {"type": "integer", "nullable": true}, "stop": {"type": "integer", "nullable": true}}}}})),
+            "/decode": post(
+                "Token ids back to text (text-embeddings-inference API)",
+                json!({"type": "object", "required": ["ids"], "additionalProperties": false, "properties": {
+                    "ids": {"oneOf": [{"type": "array", "items": {"type": "integer"}}, {"type": "array", "items": {"type": "array", "items": {"type": "integer"}}}]},
+                    "skip_special_tokens": {"type": "boolean", "default": true},
+                    "model": {"type": "string"}}}),
+                json!({"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]})),
+            "/docs": get("This API, browsable (Redoc over /openapi.json)"),
             "/health": get("200 once the model is loaded; 503 while loading or draining"),
             "/info": get("Served models, precision and limits"),
             "/metrics": get("Prometheus metrics"),
@@ -79,7 +96,7 @@ pub fn spec() -> Value {
                     "usage": {"type": "object", "properties": {"total_tokens": {"type": "integer"}}}}}
             },
             "responses": {"Error": {"description": "error", "content": {"application/json": {"schema": {
-                "type": "object", "properties": {"error": {"type": "string"}, "type": {"type": "string"}}}}}}},
+                "type": "object", "properties": {"error": {"type": "string"}, "type": {"type": "string"}, "error_type": {"type": "string"}}}}}}},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}
         }
     })

@@ -258,6 +258,87 @@ fn with_timings(mut response: Response, output: &JobOutput) -> Response {
     response
 }
 
+/// The tokens of each input, as the model's tokenizer cuts it (character offsets).
+pub async fn tokenize(
+    State(state): State<Arc<AppState>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request: TokenizeRequest = parse_body(&body)?;
+    let (inputs, _) = request.inputs.into_items();
+    check_texts(&state, inputs.iter().map(String::as_str), "inputs")?;
+    let tokenizer = state.model(request.model.as_deref())?.reranker.tokenizer();
+    let mut all = Vec::with_capacity(inputs.len());
+    for input in &inputs {
+        let encoding = tokenizer
+            .encode_char_offsets(input.as_str(), request.add_special_tokens)
+            .map_err(|e| ApiError::validation(format!("cannot tokenize: {e}")))?;
+        let chars: Vec<char> = input.chars().collect();
+        let tokens: Vec<Token> = (0..encoding.len())
+            .map(|i| {
+                let id = encoding.get_ids()[i];
+                let special = encoding.get_special_tokens_mask()[i] == 1;
+                let (start, stop) = encoding.get_offsets()[i];
+                let text = match special {
+                    true => tokenizer.id_to_token(id).unwrap_or_default(),
+                    false => chars[start.min(chars.len())..stop.min(chars.len())]
+                        .iter()
+                        .collect(),
+                };
+                let (start, stop) = if special {
+                    (None, None)
+                } else {
+                    (Some(start), Some(stop))
+                };
+                Token {
+                    id,
+                    text,
+                    special,
+                    start,
+                    stop,
+                }
+            })
+            .collect();
+        all.push(tokens);
+    }
+    Ok(Json(all).into_response())
+}
+
+/// Token ids back to text: one list of ids gives a string, a list of lists a list of strings.
+pub async fn decode(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Response, ApiError> {
+    let request: DecodeRequest = parse_body(&body)?;
+    let tokenizer = state.model(request.model.as_deref())?.reranker.tokenizer();
+    let (ids, alone) = request.ids.into_items();
+    let vocabulary = tokenizer.get_vocab_size(true) as u32;
+    let texts = ids
+        .iter()
+        .map(|ids| {
+            if let Some(bad) = ids.iter().find(|&&id| id >= vocabulary) {
+                return Err(ApiError::validation(format!(
+                    "token id {bad} is outside the vocabulary of {vocabulary}"
+                )));
+            }
+            tokenizer
+                .decode(ids, request.skip_special_tokens)
+                .map_err(|e| ApiError::validation(format!("cannot decode: {e}")))
+        })
+        .collect::<Result<Vec<String>, ApiError>>()?;
+    Ok(match alone {
+        true => Json(&texts[0]).into_response(),
+        false => Json(texts).into_response(),
+    })
+}
+
+/// The API, browsable: Redoc over `/openapi.json` (the page loads Redoc from its CDN).
+pub async fn docs() -> Response {
+    axum::response::Html(
+        "<!DOCTYPE html><html><head><title>bge-rerank API</title><meta charset=\"utf-8\"/></head>\
+         <body><redoc spec-url=\"/openapi.json\"></redoc>\
+         <script src=\"https://cdn.redoc.ly/redoc/latest/bundles/redoc.standalone.js\"></script>\
+         </body></html>",
+    )
+    .into_response()
+}
+
 pub async fn health(State(state): State<Arc<AppState>>) -> Response {
     if state.is_ready() {
         (StatusCode::OK, Json(serde_json::json!({"status": "ok"}))).into_response()

@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::state::Limits;
 
 /// One request's work.
 pub struct ScoreJob {
@@ -46,17 +47,20 @@ impl Scheduler {
     pub fn start(
         name: &str,
         reranker: Arc<Reranker>,
-        limits: BatchLimits,
+        limits: &Limits,
         metrics: Arc<Metrics>,
     ) -> Self {
         let (sender, receiver) = mpsc::channel();
+        let (batch_limits, fail_batch) = (limits.batch, limits.fail_batch);
         std::thread::Builder::new()
             .name(format!("model-{name}"))
             .spawn(move || {
                 Worker {
                     reranker,
-                    limits,
+                    limits: batch_limits,
                     metrics,
+                    batches_run: 0,
+                    fail_batch,
                 }
                 .run(receiver)
             })
@@ -102,10 +106,13 @@ struct Worker {
     reranker: Arc<Reranker>,
     limits: BatchLimits,
     metrics: Arc<Metrics>,
+    batches_run: u64,
+    /// `Limits::fail_batch`.
+    fail_batch: Option<u64>,
 }
 
 impl Worker {
-    fn run(self, receiver: mpsc::Receiver<(ScoreJob, Instant)>) {
+    fn run(mut self, receiver: mpsc::Receiver<(ScoreJob, Instant)>) {
         while let Ok(first) = receiver.recv() {
             let mut jobs = vec![first];
             jobs.extend(receiver.try_iter());
@@ -114,7 +121,7 @@ impl Worker {
     }
 
     /// Prepares every job (errors answered at once), then scores all their pairs together.
-    fn score_round(&self, jobs: Vec<(ScoreJob, Instant)>) {
+    fn score_round(&mut self, jobs: Vec<(ScoreJob, Instant)>) {
         let mut pending: Vec<Pending> = Vec::new();
         let mut requested_layers: Vec<Vec<usize>> = Vec::new();
         let mut inputs: Vec<ModelInput> = Vec::new();
@@ -202,7 +209,7 @@ impl Worker {
     }
 
     fn run_batch(
-        &self,
+        &mut self,
         batch: &[usize],
         inputs: &[ModelInput],
         owners: &[(usize, usize)],
@@ -224,7 +231,15 @@ impl Worker {
         self.metrics
             .batch_tokens
             .observe(members.iter().map(|m| m.len()).sum::<usize>() as f64);
+        self.batches_run += 1;
+        let injected = self.fail_batch == Some(self.batches_run);
         let outcome = catch_unwind(AssertUnwindSafe(|| {
+            if injected {
+                panic!(
+                    "failure injected into batch {} (test hook)",
+                    self.batches_run
+                );
+            }
             self.reranker.score_batch(&members, union)
         }));
         let failure = match outcome {

@@ -21,6 +21,10 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// max_length when a request gives none.
     pub default_max_length: usize,
+    /// Tests only: the n-th model batch (counted from 1, per model) panics, to show that a failure
+    /// fails that batch's requests alone. Never set by the CLI.
+    #[doc(hidden)]
+    pub fail_batch: Option<u64>,
 }
 
 impl Default for Limits {
@@ -32,6 +36,7 @@ impl Default for Limits {
             max_body_bytes: 10 * 1024 * 1024,
             request_timeout: Duration::from_secs(120),
             default_max_length: 512,
+            fail_batch: None,
         }
     }
 }

@@ -972,3 +972,68 @@ async fn cohere_rank_fields_and_max_tokens_per_doc() {
     assert_eq!(status, 422);
     server.shutdown().await.unwrap();
 }
+
+/// A failure inside a batch (injected by the test hook into the second batch) fails that batch's
+/// request alone, with a JSON 500, and the server goes on serving.
+#[tokio::test]
+async fn a_failing_batch_fails_its_requests_alone() {
+    let limits = Limits {
+        fail_batch: Some(2),
+        ..Limits::default()
+    };
+    let server = serve_with(&[&fixture("xlmr-reranker")], limits, None).await;
+    let body = json!({"query": QUERY, "texts": DOCS});
+    let (first, _) = post(&server, "/rerank", body.clone()).await;
+    let (second, error) = post(&server, "/rerank", body.clone()).await;
+    let (third, _) = post(&server, "/rerank", body).await;
+    assert_eq!((first, second, third), (200, 500, 200), "{error}");
+    assert_eq!(error["type"], "internal");
+    assert!(
+        error["error"].as_str().unwrap().contains("injected"),
+        "{error}"
+    );
+    server.shutdown().await.unwrap();
+}
+
+/// text-embeddings-inference's /tokenize and /decode, and the browsable /docs.
+#[tokio::test]
+async fn tokenize_decode_and_docs() {
+    let server = serve().await;
+    let (status, body) = post(&server, "/tokenize", json!({"inputs": "what is panda?"})).await;
+    assert_eq!(status, 200, "{body}");
+    let tokens = body[0].as_array().unwrap();
+    assert!(
+        tokens.first().unwrap()["special"].as_bool().unwrap(),
+        "<s> first: {body}"
+    );
+    let words: String = tokens
+        .iter()
+        .filter(|t| !t["special"].as_bool().unwrap())
+        .map(|t| {
+            let (start, stop) = (t["start"].as_u64().unwrap(), t["stop"].as_u64().unwrap());
+            "what is panda?"[start as usize..stop as usize].to_string()
+        })
+        .collect();
+    assert_eq!(words.replace(' ', ""), "whatispanda?");
+    let ids: Vec<u64> = tokens.iter().map(|t| t["id"].as_u64().unwrap()).collect();
+    let (status, text) = post(&server, "/decode", json!({"ids": ids})).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(text, "what is panda?");
+    let (status, texts) = post(&server, "/decode", json!({"ids": [ids, [ids[1]]]})).await;
+    assert_eq!(status, 200, "{texts}");
+    assert_eq!(texts[0], "what is panda?");
+    let (status, body) = post(&server, "/decode", json!({"ids": [99999999]})).await;
+    assert_eq!(status, 422, "{body}");
+    let (status, body) = post(
+        &server,
+        "/tokenize",
+        json!({"inputs": ["a", "b"], "add_special_tokens": false}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body.as_array().unwrap().len(), 2);
+    let docs = reqwest::get(url(&server, "/docs")).await.unwrap();
+    assert_eq!(docs.status(), 200);
+    assert!(docs.text().await.unwrap().contains("/openapi.json"));
+    server.shutdown().await.unwrap();
+}

@@ -101,6 +101,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             max_body_bytes: args.max_body_bytes,
             request_timeout: Duration::from_secs_f64(args.request_timeout),
             default_max_length: args.max_length,
+            fail_batch: None,
         },
         api_key: args.api_key.filter(|k| !k.is_empty()),
     };
