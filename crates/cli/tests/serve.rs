@@ -116,3 +116,26 @@ fn serve_is_configured_by_environment_variables() {
         assert!(help.contains(&var), "--{flag} has no {var}");
     }
 }
+
+/// `--model-option` names a served model and a known key; anything else is refused before loading.
+#[test]
+fn model_options_are_checked() {
+    let refused = |option: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_bge-rerank"))
+            .args([
+                "serve",
+                "--model",
+                &format!("m={}", fixture("xlmr-reranker")),
+            ])
+            .args(["--port", "0", "--model-option", option])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{option} accepted");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(refused("nope:max_length=3").contains("no served model is named `nope` (served: m)"));
+    assert!(refused("m:colour=blue").contains("unknown key `colour`"));
+    assert!(refused("m:max_length=0").contains("positive whole number"));
+    assert!(refused("m:dtype=f64").contains("--model-option m:dtype=f64"));
+    assert!(refused("max_length").contains("NAME:KEY=VALUE"));
+}

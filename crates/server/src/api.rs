@@ -168,6 +168,22 @@ pub struct Knobs {
     pub cutoff_layers: Option<Vec<usize>>,
 }
 
+impl Knobs {
+    /// These knobs, each one a request leaves out taken from `defaults` (a served model's).
+    pub fn or(&self, defaults: &Knobs) -> Knobs {
+        Knobs {
+            max_length: self.max_length.or(defaults.max_length),
+            query_max_length: self.query_max_length.or(defaults.query_max_length),
+            passage_max_length: self.passage_max_length.or(defaults.passage_max_length),
+            prompt: self.prompt.clone().or_else(|| defaults.prompt.clone()),
+            cutoff_layers: self
+                .cutoff_layers
+                .clone()
+                .or_else(|| defaults.cutoff_layers.clone()),
+        }
+    }
+}
+
 /// Every request type carries the same knobs at its top level (serde cannot flatten them into a
 /// struct that denies unknown fields).
 macro_rules! knobs_of {

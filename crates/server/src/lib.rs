@@ -24,6 +24,7 @@ use axum::Router;
 use bge_rerank_engine::{LoadOptions, Reranker};
 use tokio::sync::oneshot;
 
+pub use crate::api::Knobs;
 use crate::error::ApiError;
 use crate::metrics::{RouteLabel, RouteStatus};
 pub use crate::state::Limits;
@@ -35,6 +36,8 @@ pub struct ModelSpec {
     pub name: String,
     pub model: String,
     pub load: LoadOptions,
+    /// Knobs for requests that leave them out (a Cohere client cannot send `cutoff_layers`).
+    pub defaults: Knobs,
 }
 
 impl ModelSpec {
@@ -45,11 +48,13 @@ impl ModelSpec {
                 name: name.to_string(),
                 model: model.to_string(),
                 load,
+                defaults: Knobs::default(),
             },
             _ => Self {
                 name: arg.trim_end_matches('/').to_string(),
                 model: arg.to_string(),
                 load,
+                defaults: Knobs::default(),
             },
         }
     }
@@ -272,6 +277,12 @@ fn load_models(specs: &[ModelSpec], state: &AppState) -> Result<Vec<ServedModel>
             reranker.architecture().name(),
             reranker.precision().explanation
         );
+        // A default the model cannot honour would fail every request that relies on it.
+        if let Some(layers) = &spec.defaults.cutoff_layers {
+            reranker
+                .resolve_layers(Some(layers))
+                .map_err(|e| format!("model `{}`: cutoff_layers option: {e}", spec.name))?;
+        }
         let reranker = Arc::new(reranker);
         models.push(ServedModel {
             scheduler: scheduler::Scheduler::start(
@@ -282,6 +293,7 @@ fn load_models(specs: &[ModelSpec], state: &AppState) -> Result<Vec<ServedModel>
             ),
             name: spec.name.clone(),
             reranker,
+            defaults: spec.defaults.clone(),
         });
     }
     Ok(models)

@@ -70,6 +70,7 @@ async fn score_pairs(
     knobs: &Knobs,
     truncate: bool,
 ) -> Result<JobOutput, ApiError> {
+    let knobs = &knobs.or(&model.defaults);
     let (reply, answer) = oneshot::channel();
     model.scheduler.submit(ScoreJob {
         pairs,
@@ -97,6 +98,7 @@ fn single_scores(output: &JobOutput, normalize: bool) -> Vec<f64> {
 
 /// Ranking orders by one score: a request for several layers is refused before it is scored.
 fn check_ranking_layers(model: &ServedModel, knobs: &Knobs) -> Result<(), ApiError> {
+    let knobs = &knobs.or(&model.defaults);
     let layers = model
         .reranker
         .resolve_layers(knobs.cutoff_layers.as_deref())

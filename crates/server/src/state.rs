@@ -7,6 +7,7 @@ use std::time::Duration;
 use bge_rerank_engine::{BatchLimits, Reranker};
 use tokio::sync::Semaphore;
 
+use crate::api::Knobs;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::scheduler::Scheduler;
@@ -60,6 +61,8 @@ pub struct ServedModel {
     pub name: String,
     pub reranker: Arc<Reranker>,
     pub scheduler: Scheduler,
+    /// What a request that leaves a knob out gets (`--model-option`).
+    pub defaults: Knobs,
 }
 
 impl ServedModel {
@@ -72,7 +75,15 @@ impl ServedModel {
             "dtype": r.precision().compute,
             "precision": r.precision().explanation,
             "kernel": r.precision().kernel().name(),
-            "cutoff_layers": r.resolve_layers(None).ok().filter(|l| !l.is_empty()),
+            "cutoff_layers": r
+                .resolve_layers(self.defaults.cutoff_layers.as_deref())
+                .ok()
+                .filter(|l| !l.is_empty()),
+            "defaults": {
+                "max_length": self.defaults.max_length,
+                "query_max_length": self.defaults.query_max_length,
+                "prompt": self.defaults.prompt,
+            },
         })
     }
 }

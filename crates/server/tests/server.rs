@@ -1037,3 +1037,64 @@ async fn tokenize_decode_and_docs() {
     assert!(docs.text().await.unwrap().contains("/openapi.json"));
     server.shutdown().await.unwrap();
 }
+
+/// Per-model defaults (`--model-option`): a Cohere client cannot send `cutoff_layers`, so the served
+/// model answers at its configured layer; a request that gives one still wins; a default the model
+/// cannot honour stops the server from starting, naming it.
+#[tokio::test]
+async fn served_models_have_their_own_defaults() {
+    let spec = |layers: Vec<usize>| {
+        let mut spec = ModelSpec::parse(
+            &format!("layerwise={}", fixture("minicpm-layerwise-reranker")),
+            LoadOptions::default(),
+        );
+        spec.defaults.cutoff_layers = Some(layers);
+        spec
+    };
+    let config = |layers| ServeConfig {
+        models: vec![spec(layers)],
+        addr: "127.0.0.1:0".parse().unwrap(),
+        limits: Limits::default(),
+        api_key: None,
+    };
+    let server = start(config(vec![9])).await.unwrap();
+    let reranker = Reranker::load(
+        &fixture("minicpm-layerwise-reranker"),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let at_layer = |layer: usize| -> Vec<f64> {
+        let options = ScoreOptions {
+            normalize: true,
+            cutoff_layers: Some(vec![layer]),
+            ..Default::default()
+        };
+        let pairs: Vec<(&str, &str)> = DOCS.iter().map(|d| (QUERY, *d)).collect();
+        reranker.compute_score(&pairs, &options).unwrap()
+    };
+    let (status, body) = post(
+        &server,
+        "/v2/rerank",
+        json!({"model": "rerank-v3.5", "query": QUERY, "documents": DOCS}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let layer9 = at_layer(9);
+    for result in body["results"].as_array().unwrap() {
+        let i = result["index"].as_u64().unwrap() as usize;
+        assert_eq!(result["relevance_score"].as_f64().unwrap(), layer9[i]);
+    }
+    let (status, body) = post(
+        &server,
+        "/rerank",
+        json!({"query": QUERY, "texts": DOCS, "cutoff_layers": [10]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let layer10 = at_layer(10);
+    let i = body[0]["index"].as_u64().unwrap() as usize;
+    assert_eq!(body[0]["score"].as_f64().unwrap(), layer10[i]);
+    server.shutdown().await.unwrap();
+    let refused = start(config(vec![99])).await.err().unwrap();
+    assert!(refused.contains("cutoff_layers"), "{refused}");
+}

@@ -20,6 +20,11 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     model: Vec<String>,
+    /// A served model's own setting, NAME:KEY=VALUE (repeat): dtype, adapter, and the defaults of
+    /// requests that leave them out: max_length, query_max_length, prompt, cutoff_layers (e.g.
+    /// `m:cutoff_layers=28`; Cohere clients cannot send it). NAME is as --model names it.
+    #[arg(long, env = "BGE_RERANK_MODEL_OPTION", value_delimiter = ';')]
+    model_option: Vec<String>,
     /// The name of the one served model, as requests and responses give it (default: its
     /// --model NAME= or its folder / hub id).
     #[arg(long, env = "BGE_RERANK_SERVED_MODEL_NAME")]
@@ -80,6 +85,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .iter()
         .map(|m| ModelSpec::parse(m, load.clone()))
         .collect();
+    for option in &args.model_option {
+        apply_model_option(&mut models, option)?;
+    }
     match (args.served_model_name, models.as_mut_slice()) {
         (Some(name), [one]) if !name.is_empty() => one.name = name,
         (Some(_), [_]) => anyhow::bail!("--served-model-name is empty"),
@@ -143,6 +151,54 @@ async fn shutdown_signal() {
     {
         let _ = ctrl_c.await;
     }
+}
+
+/// `--model-option NAME:KEY=VALUE` applied to the model it names.
+fn apply_model_option(models: &mut [ModelSpec], option: &str) -> anyhow::Result<()> {
+    let bad = |why: &str| anyhow::anyhow!("--model-option {option}: {why}");
+    let (name, setting) = option
+        .split_once(':')
+        .ok_or_else(|| bad("expected NAME:KEY=VALUE"))?;
+    let (key, value) = setting
+        .split_once('=')
+        .ok_or_else(|| bad("expected NAME:KEY=VALUE"))?;
+    let names: Vec<&str> = models.iter().map(|m| m.name.as_str()).collect();
+    let known = names.join(", ");
+    let spec = models.iter_mut().find(|m| m.name == name).ok_or_else(|| {
+        bad(&format!(
+            "no served model is named `{name}` (served: {known})"
+        ))
+    })?;
+    let number = |v: &str| -> anyhow::Result<usize> {
+        match v.parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(bad("expected a positive whole number")),
+        }
+    };
+    match key {
+        "dtype" => {
+            spec.load.precision = crate::model_args::parse_precision(value).map_err(|e| bad(&e))?
+        }
+        "adapter" => spec.load.adapter = Some(value.into()),
+        "max_length" => spec.defaults.max_length = Some(number(value)?),
+        "query_max_length" => spec.defaults.query_max_length = Some(number(value)?),
+        "prompt" => spec.defaults.prompt = Some(value.to_string()),
+        "cutoff_layers" => {
+            let layers = value
+                .split(',')
+                .map(|l| l.trim().parse::<usize>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| bad("expected layer numbers, e.g. 28 or 24,28"))?;
+            spec.defaults.cutoff_layers = Some(layers);
+        }
+        other => {
+            return Err(bad(&format!(
+                "unknown key `{other}` (dtype, adapter, max_length, query_max_length, prompt, \
+                 cutoff_layers)"
+            )))
+        }
+    }
+    Ok(())
 }
 
 /// `--host` and `--port` as a socket address: an IP address, or a host name resolved by the system
