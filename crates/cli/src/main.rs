@@ -50,39 +50,13 @@ enum Command {
     Quantize(commands::quantize::QuantizeArgs),
 }
 
-/// glibc returns every allocation above its mmap threshold to the kernel on free, so the next one of
-/// that size is page-faulted and zeroed afresh. Training allocates and frees tensors of tens of MB
-/// per op; pinning the threshold at its 32 MB maximum and keeping freed memory in the heap took a
-/// MiniLM step from 8.0 s to 4.9 s here (16 pairs of 256 tokens).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn keep_freed_memory() {
-    // SAFETY: mallopt only changes allocator tunables; called before any other thread starts.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn keep_freed_memory() {}
-
-/// Hands the heap's free pages back to the kernel once a model is loaded. Loading converts every
-/// weight through a transient f32 copy (tens of MB each, below the mmap threshold, so from the heap)
-/// between the packed weights that stay: with trimming off (above), that memory stayed resident,
-/// 2.2 GB on top of a 2.5 GB int8 Gemma. `malloc_trim` releases free pages inside the heap too.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
+/// After a model is loaded: see `bge_rerank_engine::memory::release_free_memory`.
 pub fn release_load_memory() {
-    // SAFETY: malloc_trim only returns free memory to the kernel; it is thread-safe.
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    bge_rerank_engine::memory::release_free_memory();
 }
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-pub fn release_load_memory() {}
 
 fn main() -> std::process::ExitCode {
-    keep_freed_memory();
+    bge_rerank_engine::memory::keep_freed_memory();
     let cli = Cli::parse();
     // A server logs each request (info); the other commands only warnings unless --verbose.
     let serving = matches!(cli.command, Command::Serve(_));

@@ -23,6 +23,7 @@ pub mod fingerprint;
 pub mod input;
 pub mod int8_folder;
 pub mod lora;
+pub mod memory;
 pub mod model_dir;
 pub mod model_folder;
 pub mod models;
