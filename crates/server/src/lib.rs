@@ -22,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use bge_rerank_engine::{LoadOptions, Reranker};
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 
 pub use crate::api::Knobs;
 use crate::error::ApiError;
@@ -64,6 +64,8 @@ impl ModelSpec {
 pub struct ServeConfig {
     pub models: Vec<ModelSpec>,
     pub addr: SocketAddr,
+    /// A second address that serves `/metrics` alone (no API key), for scrapers kept off the API.
+    pub metrics_addr: Option<SocketAddr>,
     pub limits: Limits,
     pub api_key: Option<String>,
 }
@@ -201,20 +203,45 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
 /// A server that is listening and has its models loaded.
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// Where `/metrics` is served alone, if asked for.
+    pub metrics_addr: Option<SocketAddr>,
     state: Arc<AppState>,
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 impl RunningServer {
     /// Stops accepting, finishes every accepted request, then returns.
     pub async fn shutdown(self) -> std::io::Result<()> {
         self.state.start_draining();
-        let _ = self.stop.send(());
-        self.task
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            task.await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)))?;
+        }
+        Ok(())
     }
+}
+
+/// Serves `app` on `listener` until `stop` turns true, then finishes the requests in flight.
+fn serve_until(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<std::io::Result<()>> {
+    tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            })
+            .await
+    })
+}
+
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))
 }
 
 /// Binds, starts answering (`/health` is 503 until the models are loaded), loads the models on a
@@ -223,20 +250,27 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, String> {
     if config.models.is_empty() {
         return Err("no model to serve".into());
     }
-    let listener = tokio::net::TcpListener::bind(config.addr)
-        .await
-        .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
+    let listener = bind(config.addr).await?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let metrics_listener = match config.metrics_addr {
+        Some(metrics_addr) => Some(bind(metrics_addr).await?),
+        None => None,
+    };
     let state = Arc::new(AppState::new(config.limits.clone(), config.api_key.clone()));
-    let (stop, stopped) = oneshot::channel::<()>();
-    let app = router(state.clone());
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let (stop, stopped) = watch::channel(false);
+    let mut tasks = vec![serve_until(
+        listener,
+        router(state.clone()),
+        stopped.clone(),
+    )];
+    let mut metrics_addr = None;
+    if let Some(listener) = metrics_listener {
+        metrics_addr = Some(listener.local_addr().map_err(|e| e.to_string())?);
+        let metrics_only = Router::new()
+            .route("/metrics", get(routes::metrics))
+            .with_state(state.clone());
+        tasks.push(serve_until(listener, metrics_only, stopped));
+    }
     let loading = state.clone();
     let specs = config.models.clone();
     let models = tokio::task::spawn_blocking(move || load_models(&specs, &loading))
@@ -245,16 +279,19 @@ pub async fn start(config: ServeConfig) -> Result<RunningServer, String> {
     match models {
         Ok(models) => state.set_models(models),
         Err(e) => {
-            let _ = stop.send(());
-            let _ = task.await;
+            let _ = stop.send(true);
+            for task in tasks {
+                let _ = task.await;
+            }
             return Err(e);
         }
     }
     Ok(RunningServer {
         addr,
+        metrics_addr,
         state,
         stop,
-        task,
+        tasks,
     })
 }
 

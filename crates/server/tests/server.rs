@@ -22,6 +22,7 @@ async fn serve_with(models: &[&str], limits: Limits, api_key: Option<&str>) -> R
             .map(|m| ModelSpec::parse(m, LoadOptions::default()))
             .collect(),
         addr: "127.0.0.1:0".parse().unwrap(),
+        metrics_addr: None,
         limits,
         api_key: api_key.map(str::to_string),
     };
@@ -767,6 +768,7 @@ async fn int8_models_serve_their_int8_scores() {
             int8.clone(),
         )],
         addr: "127.0.0.1:0".parse().unwrap(),
+        metrics_addr: None,
         limits: Limits::default(),
         api_key: None,
     };
@@ -805,6 +807,7 @@ async fn a_missing_model_is_named_once() {
         start(ServeConfig {
             models: vec![ModelSpec::parse(spec, LoadOptions::default())],
             addr: "127.0.0.1:0".parse().unwrap(),
+            metrics_addr: None,
             limits: Limits::default(),
             api_key: None,
         })
@@ -1054,6 +1057,7 @@ async fn served_models_have_their_own_defaults() {
     let config = |layers| ServeConfig {
         models: vec![spec(layers)],
         addr: "127.0.0.1:0".parse().unwrap(),
+        metrics_addr: None,
         limits: Limits::default(),
         api_key: None,
     };
@@ -1097,4 +1101,36 @@ async fn served_models_have_their_own_defaults() {
     server.shutdown().await.unwrap();
     let refused = start(config(vec![99])).await.err().unwrap();
     assert!(refused.contains("cutoff_layers"), "{refused}");
+}
+
+/// `/metrics` on a port of its own: served there without the API key, next to the guarded API.
+#[tokio::test]
+async fn metrics_on_their_own_port() {
+    let server = start(ServeConfig {
+        models: vec![ModelSpec::parse(
+            &fixture("xlmr-reranker"),
+            LoadOptions::default(),
+        )],
+        addr: "127.0.0.1:0".parse().unwrap(),
+        metrics_addr: Some("127.0.0.1:0".parse().unwrap()),
+        limits: Limits::default(),
+        api_key: Some("s3cret".into()),
+    })
+    .await
+    .unwrap();
+    let metrics_addr = server.metrics_addr.expect("a metrics address");
+    let response = reqwest::get(format!("http://{metrics_addr}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response
+        .text()
+        .await
+        .unwrap()
+        .contains("bge_rerank_pairs_scored_total"));
+    let other = reqwest::get(format!("http://{metrics_addr}/info"))
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404, "only /metrics there");
+    server.shutdown().await.unwrap();
 }

@@ -40,6 +40,9 @@ pub struct ServeArgs {
     host: String,
     #[arg(long, default_value_t = 8080, env = "BGE_RERANK_PORT")]
     port: u16,
+    /// Also serve /metrics alone on this port (same host), for scrapers kept off the API.
+    #[arg(long, env = "BGE_RERANK_METRICS_PORT")]
+    metrics_port: Option<u16>,
     /// Real tokens per model batch at most (batches mix pairs of concurrent requests).
     #[arg(long, default_value_t = BatchLimits::default().max_batch_tokens, env = "BGE_RERANK_MAX_BATCH_TOKENS")]
     max_batch_tokens: usize,
@@ -99,6 +102,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = ServeConfig {
         models,
         addr: listen_address(&args.host, args.port)?,
+        metrics_addr: args
+            .metrics_port
+            .map(|port| listen_address(&args.host, port))
+            .transpose()?,
         limits: Limits {
             batch: BatchLimits {
                 batch_size: args.batch_size.max(1),
@@ -122,6 +129,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .map_err(anyhow::Error::msg)?;
         crate::release_load_memory();
         // Printed (not only logged) so scripts can wait for it.
+        if let Some(metrics) = server.metrics_addr {
+            eprintln!("bge-rerank metrics on http://{metrics}/metrics");
+        }
         eprintln!("bge-rerank listening on http://{}", server.addr);
         shutdown_signal().await;
         eprintln!("bge-rerank: shutting down, finishing accepted requests");
