@@ -70,7 +70,7 @@ impl Default for Metrics {
         );
         registry.register(
             "queue_depth",
-            "Pairs of the scheduling round in progress not yet scored",
+            "Pairs waiting to be scored",
             queue_depth.clone(),
         );
         registry.register(

@@ -1,14 +1,14 @@
-//! One worker thread per model: it takes every queued request, tokenizes it, and scores the pairs of
-//! all of them together in length-sorted batches under a token budget, answering each request as soon
-//! as its last pair is scored. Requests whose client went away are dropped between batches. A panic in
-//! one batch fails that batch's requests and the worker carries on.
+//! One worker thread per model: it takes requests as they arrive, tokenizes them, and scores their
+//! pairs in batches under a token budget, each batch filled in turn from every waiting request (so a
+//! small request is not queued behind a large one), answering each request as soon as its last pair
+//! is scored. Requests whose client went away are dropped between batches. A panic in one batch fails
+//! that batch's requests and the worker carries on.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bge_rerank_engine::batch::plan_batches;
 use bge_rerank_engine::{BatchLimits, InputOptions, ModelInput, Reranker};
 use tokio::sync::oneshot;
 
@@ -16,9 +16,9 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::state::Limits;
 
-/// Rounds of at least this many tokens hand their freed memory back to the kernel when done: a
+/// After this many tokens scored, the worker hands freed memory back to the kernel once it is idle: a
 /// 1000-document request left hundreds of MB resident otherwise (the heap keeps what it frees, see
-/// `bge_rerank_engine::memory`); trimming after small rounds would cost more than it returns.
+/// `bge_rerank_engine::memory`); trimming after every small request would cost more than it returns.
 const LARGE_ROUND_TOKENS: usize = 32 * 1024;
 
 /// One request's work.
@@ -80,12 +80,15 @@ impl Scheduler {
     }
 }
 
-/// A request being scored.
+/// A request being scored: its inputs, those not yet scored, and its scores so far.
 struct Pending {
     /// Taken when the answer is sent.
     reply: Option<oneshot::Sender<Result<JobOutput, ApiError>>>,
-    /// Its resolved layers, and where each sits in the round's union of layers.
-    layer_columns: Vec<usize>,
+    inputs: Vec<ModelInput>,
+    /// Indices into `inputs` not yet in a batch, shortest first (batches take from the end).
+    unscored: Vec<usize>,
+    /// Its resolved layers, in its own order.
+    layers: Vec<usize>,
     scores: Vec<Vec<f32>>,
     remaining: usize,
     total_tokens: usize,
@@ -117,81 +120,111 @@ struct Worker {
 }
 
 impl Worker {
+    /// Takes requests as they come and scores them batch by batch. Each batch is filled in turn
+    /// from every waiting request, in arrival order, one input each per turn: a request that arrives
+    /// while a large one is being scored gets its inputs into the very next batch instead of
+    /// waiting for all of the large one.
     fn run(mut self, receiver: mpsc::Receiver<(ScoreJob, Instant)>) {
-        while let Ok(first) = receiver.recv() {
-            let mut jobs = vec![first];
-            jobs.extend(receiver.try_iter());
-            self.score_round(jobs);
+        let mut pending: Vec<Pending> = Vec::new();
+        let mut tokens_since_trim = 0;
+        loop {
+            if pending.is_empty() {
+                if tokens_since_trim >= LARGE_ROUND_TOKENS {
+                    bge_rerank_engine::memory::release_free_memory();
+                    tokens_since_trim = 0;
+                }
+                match receiver.recv() {
+                    Ok(job) => self.admit(job, &mut pending),
+                    Err(_) => return,
+                }
+            }
+            for job in receiver.try_iter() {
+                self.admit(job, &mut pending);
+            }
+            let batch = self.next_batch(&mut pending);
+            tokens_since_trim += batch
+                .iter()
+                .map(|&(p, i)| pending[p].inputs[i].len())
+                .sum::<usize>();
+            if !batch.is_empty() {
+                self.run_batch(&batch, &mut pending);
+            }
+            // Answered, failed or abandoned requests leave; an abandoned one's pairs are dropped.
+            pending.retain(|p| {
+                let keep = p.live();
+                if !keep {
+                    self.metrics.queue_depth.dec_by(p.unscored.len() as i64);
+                }
+                keep
+            });
         }
     }
 
-    /// Prepares every job (errors answered at once), then scores all their pairs together.
-    fn score_round(&mut self, jobs: Vec<(ScoreJob, Instant)>) {
-        let mut pending: Vec<Pending> = Vec::new();
-        let mut requested_layers: Vec<Vec<usize>> = Vec::new();
-        let mut inputs: Vec<ModelInput> = Vec::new();
-        let mut owners: Vec<(usize, usize)> = Vec::new();
-        for (job, enqueued) in jobs {
-            if job.reply.is_closed() {
-                continue;
+    /// Prepares a request (errors answered at once) and adds it to the waiting ones.
+    fn admit(&self, (job, enqueued): (ScoreJob, Instant), pending: &mut Vec<Pending>) {
+        if job.reply.is_closed() {
+            return;
+        }
+        match self.prepare(&job) {
+            Ok((inputs, _)) if inputs.is_empty() => {
+                let _ = job.reply.send(Ok(JobOutput {
+                    scores: Vec::new(),
+                    total_tokens: 0,
+                    queue: enqueued.elapsed(),
+                    inference: Duration::ZERO,
+                }));
             }
-            match self.prepare(&job) {
-                Ok((job_inputs, _)) if job_inputs.is_empty() => {
-                    let _ = job.reply.send(Ok(JobOutput {
-                        scores: Vec::new(),
-                        total_tokens: 0,
-                        queue: enqueued.elapsed(),
-                        inference: Duration::ZERO,
-                    }));
-                }
-                Ok((job_inputs, layers)) => {
-                    let index = pending.len();
-                    let total_tokens = job_inputs.iter().map(ModelInput::len).sum();
-                    owners.extend((0..job_inputs.len()).map(|i| (index, i)));
-                    pending.push(Pending {
-                        reply: Some(job.reply),
-                        layer_columns: Vec::new(),
-                        scores: vec![Vec::new(); job_inputs.len()],
-                        remaining: job_inputs.len(),
-                        total_tokens,
-                        enqueued,
-                        started: None,
-                    });
-                    requested_layers.push(layers);
-                    inputs.extend(job_inputs);
-                }
-                Err(error) => {
-                    let _ = job.reply.send(Err(error));
-                }
+            Ok((inputs, layers)) => {
+                let mut unscored: Vec<usize> = (0..inputs.len()).collect();
+                unscored.sort_by_key(|&i| inputs[i].len());
+                self.metrics.queue_depth.inc_by(inputs.len() as i64);
+                pending.push(Pending {
+                    reply: Some(job.reply),
+                    total_tokens: inputs.iter().map(ModelInput::len).sum(),
+                    scores: vec![Vec::new(); inputs.len()],
+                    remaining: inputs.len(),
+                    inputs,
+                    unscored,
+                    layers,
+                    enqueued,
+                    started: None,
+                });
+            }
+            Err(error) => {
+                let _ = job.reply.send(Err(error));
             }
         }
-        // The round runs to the union of the requested layers; each request reads its own.
-        let mut union: Vec<usize> = requested_layers.iter().flatten().copied().collect();
-        union.sort_unstable();
-        union.dedup();
-        for (p, layers) in pending.iter_mut().zip(&requested_layers) {
-            p.layer_columns = layers
-                .iter()
-                .map(|l| union.binary_search(l).unwrap_or(0))
-                .collect();
-        }
-        self.metrics.queue_depth.inc_by(inputs.len() as i64);
-        let lengths: Vec<usize> = inputs.iter().map(ModelInput::len).collect();
-        let round_tokens: usize = lengths.iter().sum();
-        for batch in plan_batches(&lengths, self.limits) {
-            let size = batch.len() as i64;
-            let live: Vec<usize> = batch
-                .into_iter()
-                .filter(|&i| pending[owners[i].0].live())
-                .collect();
-            if !live.is_empty() {
-                self.run_batch(&live, &inputs, &owners, &union, &mut pending);
+    }
+
+    /// The next batch, as (request, input) indices: one input from each waiting request in turn
+    /// (arrival order, each request's longest first), up to the batch limits. An input longer than
+    /// the token budget is a batch of its own.
+    fn next_batch(&self, pending: &mut [Pending]) -> Vec<(usize, usize)> {
+        let mut batch = Vec::new();
+        let mut tokens = 0;
+        loop {
+            let mut took = false;
+            for (p, request) in pending.iter_mut().enumerate() {
+                if !request.live() {
+                    continue;
+                }
+                let Some(&next) = request.unscored.last() else {
+                    continue;
+                };
+                let len = request.inputs[next].len();
+                let full = batch.len() >= self.limits.batch_size
+                    || tokens + len > self.limits.max_batch_tokens;
+                if full && !batch.is_empty() {
+                    return batch;
+                }
+                request.unscored.pop();
+                batch.push((p, next));
+                tokens += len;
+                took = true;
             }
-            self.metrics.queue_depth.dec_by(size);
-        }
-        if round_tokens >= LARGE_ROUND_TOKENS {
-            drop(inputs);
-            bge_rerank_engine::memory::release_free_memory();
+            if !took {
+                return batch;
+            }
         }
     }
 
@@ -218,29 +251,29 @@ impl Worker {
         Ok((inputs, layers))
     }
 
-    fn run_batch(
-        &mut self,
-        batch: &[usize],
-        inputs: &[ModelInput],
-        owners: &[(usize, usize)],
-        union: &[usize],
-        pending: &mut [Pending],
-    ) {
+    /// Scores one batch (to the union of its requests' layers) and answers the requests it
+    /// completes; a failure fails the requests it holds pairs of, and the worker carries on.
+    fn run_batch(&mut self, batch: &[(usize, usize)], pending: &mut [Pending]) {
         let now = Instant::now();
-        for &i in batch {
-            let p = &mut pending[owners[i].0];
-            if p.started.is_none() {
-                p.started = Some(now);
+        let mut union: Vec<usize> = Vec::new();
+        for &(p, _) in batch {
+            let request = &mut pending[p];
+            if request.started.is_none() {
+                request.started = Some(now);
                 self.metrics
                     .queue_seconds
-                    .observe(now.duration_since(p.enqueued).as_secs_f64());
+                    .observe(now.duration_since(request.enqueued).as_secs_f64());
             }
+            union.extend(&request.layers);
         }
-        let members: Vec<&ModelInput> = batch.iter().map(|&i| &inputs[i]).collect();
+        union.sort_unstable();
+        union.dedup();
+        let members: Vec<&ModelInput> = batch.iter().map(|&(p, i)| &pending[p].inputs[i]).collect();
         self.metrics.batch_pairs.observe(members.len() as f64);
         self.metrics
             .batch_tokens
             .observe(members.iter().map(|m| m.len()).sum::<usize>() as f64);
+        self.metrics.queue_depth.dec_by(members.len() as i64);
         self.batches_run += 1;
         let injected = self.fail_batch == Some(self.batches_run);
         let outcome = catch_unwind(AssertUnwindSafe(|| {
@@ -250,30 +283,30 @@ impl Worker {
                     self.batches_run
                 );
             }
-            self.reranker.score_batch(&members, union)
+            self.reranker.score_batch(&members, &union)
         }));
         let failure = match outcome {
             Ok(Ok(scores)) => {
                 self.metrics.pairs_scored.inc_by(scores.len() as u64);
-                for (&i, row) in batch.iter().zip(scores) {
-                    let (job, pair) = owners[i];
-                    let p = &mut pending[job];
+                for (&(p, i), row) in batch.iter().zip(scores) {
+                    let request = &mut pending[p];
                     // Families without layers answer one column, whatever was asked.
-                    p.scores[pair] = if p.layer_columns.is_empty() {
-                        row
-                    } else {
-                        p.layer_columns.iter().map(|&c| row[c]).collect()
+                    request.scores[i] = match request.layers.is_empty() {
+                        true => row,
+                        false => (request.layers.iter())
+                            .map(|l| row[union.binary_search(l).unwrap_or(0)])
+                            .collect(),
                     };
-                    p.remaining -= 1;
-                    if p.remaining == 0 {
-                        let started = p.started.unwrap_or(now);
+                    request.remaining -= 1;
+                    if request.remaining == 0 {
+                        let started = request.started.unwrap_or(now);
                         let output = JobOutput {
-                            scores: std::mem::take(&mut p.scores),
-                            total_tokens: p.total_tokens,
-                            queue: started.duration_since(p.enqueued),
+                            scores: std::mem::take(&mut request.scores),
+                            total_tokens: request.total_tokens,
+                            queue: started.duration_since(request.enqueued),
                             inference: started.elapsed(),
                         };
-                        p.answer(Ok(output));
+                        request.answer(Ok(output));
                     }
                 }
                 None
@@ -290,8 +323,8 @@ impl Worker {
             }
         };
         if let Some(error) = failure {
-            for &i in batch {
-                pending[owners[i].0].answer(Err(error.clone()));
+            for &(p, _) in batch {
+                pending[p].answer(Err(error.clone()));
             }
         }
     }

@@ -1134,3 +1134,36 @@ async fn metrics_on_their_own_port() {
     assert_eq!(other.status(), 404, "only /metrics there");
     server.shutdown().await.unwrap();
 }
+
+/// A small request that arrives while a large one is being scored is answered before the large one
+/// is done: batches take from every waiting request in turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_request_is_not_queued_behind_a_large_one() {
+    let server = serve().await;
+    let texts: Vec<String> = (0..300)
+        .map(|i| format!("doc {i} {}", "panda bamboo forest ".repeat(60)))
+        .collect();
+    let large_url = url(&server, "/rerank");
+    let large = tokio::spawn(async move {
+        let response = reqwest::Client::new()
+            .post(large_url)
+            .json(&json!({"query": QUERY, "texts": texts}))
+            .send()
+            .await
+            .unwrap();
+        response.status().as_u16()
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(
+        !large.is_finished(),
+        "the large request is long enough to overlap"
+    );
+    let (status, body) = post(&server, "/rerank", json!({"query": QUERY, "texts": ["hi"]})).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        !large.is_finished(),
+        "the small request waited for all of the large one"
+    );
+    assert_eq!(large.await.unwrap(), 200);
+    server.shutdown().await.unwrap();
+}
