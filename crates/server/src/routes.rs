@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 
 use crate::api::*;
 use crate::error::ApiError;
-use crate::scheduler::{JobOutput, ScoreJob};
+use crate::scheduler::{build_inputs, JobOutput, Pairs, ScoreJob};
 use crate::state::{AppState, Limits, ServedModel};
 
 /// Parses a JSON body: malformed JSON (or not UTF-8) is 400, well-formed but wrong (types, unknown
@@ -62,7 +62,8 @@ fn input_options(limits: &Limits, knobs: &Knobs) -> Result<InputOptions, ApiErro
     })
 }
 
-/// Sends pairs to the model and waits (bounded by the request timeout) for their raw scores.
+/// Tokenizes pairs off the model's worker, sends them to it and waits (bounded by the request
+/// timeout) for their raw scores.
 async fn score_pairs(
     state: &AppState,
     model: &ServedModel,
@@ -71,16 +72,31 @@ async fn score_pairs(
     truncate: bool,
 ) -> Result<JobOutput, ApiError> {
     let knobs = &knobs.or(&model.defaults);
-    let (reply, answer) = oneshot::channel();
-    model.scheduler.submit(ScoreJob {
+    let work = Pairs {
         pairs,
         options: input_options(&state.limits, knobs)?,
         cutoff_layers: knobs.cutoff_layers.clone(),
         truncate,
+    };
+    let (reranker, metrics) = (model.reranker.clone(), state.metrics.clone());
+    let started = std::time::Instant::now();
+    let (inputs, layers) =
+        tokio::task::spawn_blocking(move || build_inputs(&reranker, &work, &metrics))
+            .await
+            .map_err(|e| ApiError::internal(format!("tokenization failed: {e}")))??;
+    let tokenization = started.elapsed();
+    let (reply, answer) = oneshot::channel();
+    model.scheduler.submit(ScoreJob {
+        inputs,
+        layers,
         reply,
     })?;
-    match tokio::time::timeout(state.limits.request_timeout, answer).await {
-        Ok(Ok(result)) => result,
+    let remaining = state.limits.request_timeout.saturating_sub(tokenization);
+    match tokio::time::timeout(remaining, answer).await {
+        Ok(Ok(result)) => result.map(|mut output| {
+            output.tokenization = tokenization;
+            output
+        }),
         Ok(Err(_)) => Err(ApiError::internal("the model worker dropped the request")),
         // Dropping `answer` tells the worker to skip this request's remaining pairs.
         Err(_) => Err(ApiError::timeout(
@@ -237,12 +253,13 @@ pub struct RequestCost {
     pub inference: std::time::Duration,
 }
 
-/// The response with its timings in headers, as TEI sends them (milliseconds: `x-queue-time`, which
-/// includes tokenization, done by the model's worker, and `x-inference-time`), and its cost attached
-/// for the access log.
+/// The response with its timings in headers, as TEI sends them (milliseconds:
+/// `x-tokenization-time`, `x-queue-time`, `x-inference-time`), and its cost attached for the access
+/// log.
 fn with_timings(mut response: Response, output: &JobOutput) -> Response {
     let ms = |d: std::time::Duration| format!("{:.1}", d.as_secs_f64() * 1000.0);
     for (name, value) in [
+        ("x-tokenization-time", ms(output.tokenization)),
         ("x-queue-time", ms(output.queue)),
         ("x-inference-time", ms(output.inference)),
         ("x-total-tokens", output.total_tokens.to_string()),

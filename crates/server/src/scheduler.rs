@@ -1,8 +1,9 @@
-//! One worker thread per model: it takes requests as they arrive, tokenizes them, and scores their
-//! pairs in batches under a token budget, each batch filled in turn from every waiting request (so a
-//! small request is not queued behind a large one), answering each request as soon as its last pair
-//! is scored. Requests whose client went away are dropped between batches. A panic in one batch fails
-//! that batch's requests and the worker carries on.
+//! One worker thread per model: it takes requests as they arrive (tokenized by the handlers on
+//! tokio's blocking pool, see `build_inputs`) and scores their pairs in batches under a token budget,
+//! each batch filled in turn from every waiting request (so a small request is not queued behind a
+//! large one), answering each request as soon as its last pair is scored. Requests whose client went
+//! away are dropped between batches. A panic in one batch fails that batch's requests and the worker
+//! carries on.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
@@ -23,12 +24,47 @@ const LARGE_ROUND_TOKENS: usize = 32 * 1024;
 
 /// One request's work.
 pub struct ScoreJob {
+    /// The request's inputs, tokenized (see `build_inputs`).
+    pub inputs: Vec<ModelInput>,
+    /// Its resolved layers.
+    pub layers: Vec<usize>,
+    pub reply: oneshot::Sender<Result<JobOutput, ApiError>>,
+}
+
+/// A request's pairs and how to read them.
+pub struct Pairs {
     pub pairs: Vec<(String, String)>,
     pub options: InputOptions,
     pub cutoff_layers: Option<Vec<usize>>,
     /// When false, a pair that would be truncated fails the request (413).
     pub truncate: bool,
-    pub reply: oneshot::Sender<Result<JobOutput, ApiError>>,
+}
+
+/// A request's inputs and resolved layers for `reranker`: run by the handlers on tokio's blocking
+/// pool, so that tokenizing a large request never holds up the model's worker.
+pub fn build_inputs(
+    reranker: &Reranker,
+    work: &Pairs,
+    metrics: &Metrics,
+) -> Result<(Vec<ModelInput>, Vec<usize>), ApiError> {
+    let layers = reranker
+        .resolve_layers(work.cutoff_layers.as_deref())
+        .map_err(|e| ApiError::from_engine(&e))?;
+    let inputs = reranker
+        .build_inputs(&work.pairs, &work.options)
+        .map_err(|e| ApiError::from_engine(&e))?;
+    let truncated = inputs.iter().filter(|i| i.truncated).count();
+    if truncated > 0 {
+        if !work.truncate {
+            let index = inputs.iter().position(|i| i.truncated).unwrap_or(0);
+            return Err(ApiError::too_large(format!(
+                "input {index} is longer than max_length {} tokens and truncate is false",
+                work.options.max_length
+            )));
+        }
+        metrics.pairs_truncated.inc_by(truncated as u64);
+    }
+    Ok((inputs, layers))
 }
 
 /// Raw scores (per pair, per answering layer, in the request's layer order), token counts and where
@@ -37,7 +73,9 @@ pub struct ScoreJob {
 pub struct JobOutput {
     pub scores: Vec<Vec<f32>>,
     pub total_tokens: usize,
-    /// From submission to the start of the request's first batch (waiting and tokenization).
+    /// Tokenizing the request (set by the handler).
+    pub tokenization: Duration,
+    /// From submission to the start of the request's first batch.
     pub queue: Duration,
     /// From its first batch to its last pair scored.
     pub inference: Duration,
@@ -160,40 +198,40 @@ impl Worker {
         }
     }
 
-    /// Prepares a request (errors answered at once) and adds it to the waiting ones.
+    /// Adds a request to the waiting ones (one without inputs is answered at once).
     fn admit(&self, (job, enqueued): (ScoreJob, Instant), pending: &mut Vec<Pending>) {
-        if job.reply.is_closed() {
+        let ScoreJob {
+            inputs,
+            layers,
+            reply,
+        } = job;
+        if reply.is_closed() {
             return;
         }
-        match self.prepare(&job) {
-            Ok((inputs, _)) if inputs.is_empty() => {
-                let _ = job.reply.send(Ok(JobOutput {
-                    scores: Vec::new(),
-                    total_tokens: 0,
-                    queue: enqueued.elapsed(),
-                    inference: Duration::ZERO,
-                }));
-            }
-            Ok((inputs, layers)) => {
-                let mut unscored: Vec<usize> = (0..inputs.len()).collect();
-                unscored.sort_by_key(|&i| inputs[i].len());
-                self.metrics.queue_depth.inc_by(inputs.len() as i64);
-                pending.push(Pending {
-                    reply: Some(job.reply),
-                    total_tokens: inputs.iter().map(ModelInput::len).sum(),
-                    scores: vec![Vec::new(); inputs.len()],
-                    remaining: inputs.len(),
-                    inputs,
-                    unscored,
-                    layers,
-                    enqueued,
-                    started: None,
-                });
-            }
-            Err(error) => {
-                let _ = job.reply.send(Err(error));
-            }
+        if inputs.is_empty() {
+            let _ = reply.send(Ok(JobOutput {
+                scores: Vec::new(),
+                total_tokens: 0,
+                tokenization: Duration::ZERO,
+                queue: enqueued.elapsed(),
+                inference: Duration::ZERO,
+            }));
+            return;
         }
+        let mut unscored: Vec<usize> = (0..inputs.len()).collect();
+        unscored.sort_by_key(|&i| inputs[i].len());
+        self.metrics.queue_depth.inc_by(inputs.len() as i64);
+        pending.push(Pending {
+            reply: Some(reply),
+            total_tokens: inputs.iter().map(ModelInput::len).sum(),
+            scores: vec![Vec::new(); inputs.len()],
+            remaining: inputs.len(),
+            inputs,
+            unscored,
+            layers,
+            enqueued,
+            started: None,
+        });
     }
 
     /// The next batch, as (request, input) indices: one input from each waiting request in turn
@@ -226,29 +264,6 @@ impl Worker {
                 return batch;
             }
         }
-    }
-
-    fn prepare(&self, job: &ScoreJob) -> Result<(Vec<ModelInput>, Vec<usize>), ApiError> {
-        let layers = self
-            .reranker
-            .resolve_layers(job.cutoff_layers.as_deref())
-            .map_err(|e| ApiError::from_engine(&e))?;
-        let inputs = self
-            .reranker
-            .build_inputs(&job.pairs, &job.options)
-            .map_err(|e| ApiError::from_engine(&e))?;
-        let truncated = inputs.iter().filter(|i| i.truncated).count();
-        if truncated > 0 {
-            if !job.truncate {
-                let index = inputs.iter().position(|i| i.truncated).unwrap_or(0);
-                return Err(ApiError::too_large(format!(
-                    "input {index} is longer than max_length {} tokens and truncate is false",
-                    job.options.max_length
-                )));
-            }
-            self.metrics.pairs_truncated.inc_by(truncated as u64);
-        }
-        Ok((inputs, layers))
     }
 
     /// Scores one batch (to the union of its requests' layers) and answers the requests it
@@ -303,6 +318,7 @@ impl Worker {
                         let output = JobOutput {
                             scores: std::mem::take(&mut request.scores),
                             total_tokens: request.total_tokens,
+                            tokenization: Duration::ZERO,
                             queue: started.duration_since(request.enqueued),
                             inference: started.elapsed(),
                         };

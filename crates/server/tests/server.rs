@@ -193,7 +193,12 @@ async fn every_route_answers() {
         .send()
         .await
         .unwrap();
-    for header in ["x-queue-time", "x-inference-time", "x-total-tokens"] {
+    for header in [
+        "x-tokenization-time",
+        "x-queue-time",
+        "x-inference-time",
+        "x-total-tokens",
+    ] {
         let value = response.headers().get(header).map(|v| v.to_str().unwrap());
         assert!(
             value.is_some_and(|v| v.parse::<f64>().is_ok()),
