@@ -235,15 +235,18 @@ impl Worker {
     }
 
     /// The next batch, as (request, input) indices: one input from each waiting request in turn
-    /// (arrival order, each request's longest first), up to the batch limits. An input longer than
-    /// the token budget is a batch of its own.
+    /// (arrival order, each request's longest first), up to the batch limits. Requests not started
+    /// yet go first, in a batch of their own: a small request that arrives while a large one is
+    /// being scored waits for the batch in progress and one short batch, not for a full one. An
+    /// input longer than the token budget is a batch of its own.
     fn next_batch(&self, pending: &mut [Pending]) -> Vec<(usize, usize)> {
+        let newcomers = pending.iter().any(|p| p.live() && p.started.is_none());
         let mut batch = Vec::new();
         let mut tokens = 0;
         loop {
             let mut took = false;
             for (p, request) in pending.iter_mut().enumerate() {
-                if !request.live() {
+                if !request.live() || (newcomers && request.started.is_some()) {
                     continue;
                 }
                 let Some(&next) = request.unscored.last() else {

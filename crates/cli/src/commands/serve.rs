@@ -44,10 +44,10 @@ pub struct ServeArgs {
     #[arg(long, env = "BGE_RERANK_METRICS_PORT")]
     metrics_port: Option<u16>,
     /// Real tokens per model batch at most (batches mix pairs of concurrent requests).
-    #[arg(long, default_value_t = BatchLimits::default().max_batch_tokens, env = "BGE_RERANK_MAX_BATCH_TOKENS")]
+    #[arg(long, default_value_t = Limits::default().batch.max_batch_tokens, env = "BGE_RERANK_MAX_BATCH_TOKENS")]
     max_batch_tokens: usize,
     /// Pairs per model batch at most.
-    #[arg(long, default_value_t = BatchLimits::default().batch_size, env = "BGE_RERANK_BATCH_SIZE")]
+    #[arg(long, default_value_t = Limits::default().batch.batch_size, env = "BGE_RERANK_BATCH_SIZE")]
     batch_size: usize,
     /// Scoring requests in flight at most; beyond, 429 with Retry-After.
     #[arg(long, default_value_t = Limits::default().max_concurrent_requests, env = "BGE_RERANK_MAX_CONCURRENT_REQUESTS")]
