@@ -19,7 +19,9 @@ use std::arch::x86_64::*;
 
 use super::int8::Block;
 use super::vnni::Int8Store;
-use super::{for_each_task, lanes, plan_tasks, Aligned, OutPtr, Task, BF16_TILE_DEPTH, NR};
+use super::{
+    bf16_tile_depth, for_each_task, lanes, plan_tasks, Aligned, OutPtr, Task, BF16_TILE_DEPTH, NR,
+};
 use crate::ops::simd;
 
 /// Rows of one tile; the kernels compute two tiles of rows at a time.
@@ -217,7 +219,7 @@ pub(super) fn matmul_bf16(
     bias: Option<&[f32]>,
     out: OutPtr,
 ) {
-    let kp = k.next_multiple_of(BF16_TILE_DEPTH);
+    let kp = bf16_tile_depth(k);
     let mut a = Aligned::<u16>::zeroed(m.next_multiple_of(BLOCK_ROWS) * kp);
     simd::to_bf16_rows(x, k, &mut a, kp);
     let tasks = plan_tasks(m, n.div_ceil(NR), BLOCK_ROWS);
@@ -259,7 +261,7 @@ pub(super) unsafe fn product_bf16_strided(
     c: *mut f32,
     ldc: usize,
 ) {
-    let a_kp = depth.next_multiple_of(BF16_TILE_DEPTH);
+    let a_kp = bf16_tile_depth(depth);
     let mut rows = Aligned::<u16>::zeroed(m.next_multiple_of(BLOCK_ROWS) * a_kp);
     for (i, out) in rows.chunks_exact_mut(a_kp).take(m).enumerate() {
         // SAFETY: row i of `a` holds `depth` values (the caller's promise).
@@ -270,7 +272,7 @@ pub(super) unsafe fn product_bf16_strided(
         a: &rows,
         a_kp,
         panels,
-        panel_kp: k.next_multiple_of(BF16_TILE_DEPTH),
+        panel_kp: bf16_tile_depth(k),
         rows: 0..m,
         panel_range: 0..cols.div_ceil(NR),
         cols,

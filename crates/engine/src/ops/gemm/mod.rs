@@ -115,7 +115,7 @@ impl PackedWeight {
     pub fn from_bf16_bits(w: &[u16], n: usize, k: usize, kernel: MatmulKernel) -> Self {
         let data = match kernel {
             MatmulKernel::Amx => {
-                let k_padded = k.next_multiple_of(BF16_TILE_DEPTH);
+                let k_padded = bf16_tile_depth(k);
                 PanelData::Bf16Pairs(pack_grouped(w, (n, k), (BF16_PAIR, k_padded), |v| v))
             }
             _ => PanelData::Bf16(pack_grouped(w, (n, k), (1, k), |v| v)),
@@ -202,7 +202,7 @@ impl PackedWeight {
             PanelData::Bf16(v) => bf16(v[at]),
             PanelData::F16(v) => half::f16::from_bits(v[at]).to_f32(),
             PanelData::Bf16Pairs(v) => {
-                let k_padded = self.k.next_multiple_of(BF16_TILE_DEPTH);
+                let k_padded = bf16_tile_depth(self.k);
                 bf16(v[grouped_at(row, col, k_padded, BF16_PAIR)])
             }
             PanelData::Int8(q) => q.get(row, col),
@@ -272,6 +272,12 @@ pub fn matmul_into(
 
 /// Inputs per row of a bf16 AMX tile (64 bytes): the bf16 tile panels' k is padded to a multiple.
 const BF16_TILE_DEPTH: usize = 32;
+
+/// k padded to whole bf16 tile rows: the depth of bf16 tile panels and of the activations that meet
+/// them (the padding holds zeros).
+fn bf16_tile_depth(k: usize) -> usize {
+    k.next_multiple_of(BF16_TILE_DEPTH)
+}
 
 /// A block of rows and a range of panels, computed by one thread.
 struct Task {
@@ -420,7 +426,7 @@ pub fn pack_bf16_tiles_with(
     k: usize,
     value: impl Fn(usize, usize) -> f32,
 ) -> PackedWeight {
-    let k_padded = k.next_multiple_of(BF16_TILE_DEPTH);
+    let k_padded = bf16_tile_depth(k);
     let mut data = Aligned::zeroed(n.div_ceil(NR) * k_padded * NR);
     for row in 0..n {
         for col in 0..k {
