@@ -97,7 +97,7 @@ impl ModelArgs {
             &LoadOptions {
                 precision: self.dtype,
                 adapter: self.adapter.clone(),
-                kernel: None,
+                ..Default::default()
             },
         )?;
         crate::release_load_memory();

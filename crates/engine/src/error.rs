@@ -60,6 +60,10 @@ pub enum Error {
     #[error("{path}: cannot load the model: {message}")]
     Load { path: PathBuf, message: String },
 
+    /// The caller stopped the scoring between batches (see `reranker::Progress`).
+    #[error("interrupted: {0}")]
+    Interrupted(String),
+
     #[error("model computation failed: {0}")]
     Compute(#[from] candle_core::Error),
 }

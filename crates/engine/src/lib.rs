@@ -42,4 +42,4 @@ pub use error::{Error, Result};
 pub use input::{InputBuilder, InputOptions, ModelInput};
 pub use model_dir::ModelDir;
 pub use precision::Precision;
-pub use reranker::{finish_score, load_encoder, LoadOptions, Reranker, ScoreOptions};
+pub use reranker::{finish_score, load_encoder, LoadOptions, Progress, Reranker, ScoreOptions};

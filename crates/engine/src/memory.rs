@@ -33,3 +33,19 @@ pub fn release_free_memory() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 pub fn release_free_memory() {}
+
+/// `release_free_memory` when more than `threshold` bytes sit free in the heap (all arenas): for a
+/// caller that cannot wait for an idle moment (the Python module after each call). Below it, the
+/// freed working memory stays for the next call, which would otherwise page-fault it afresh (4-6%
+/// of a 100-pair call on bge-reranker-base int8 when trimmed after every call).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn release_free_memory_above(threshold: usize) {
+    // SAFETY: mallinfo2 only reads the allocator's statistics.
+    let free = unsafe { libc::mallinfo2() }.fordblks;
+    if free > threshold {
+        release_free_memory();
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn release_free_memory_above(_threshold: usize) {}

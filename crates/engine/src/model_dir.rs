@@ -19,6 +19,12 @@ pub struct ModelDir {
 impl ModelDir {
     /// `spec` is a folder, or a Hub id such as `BAAI/bge-reranker-v2-m3`.
     pub fn resolve(spec: &str) -> Result<Self> {
+        Self::resolve_in(spec, None)
+    }
+
+    /// As `resolve`, with Hub ids looked up (and downloaded) in `hub_cache` when given
+    /// (transformers' `cache_dir`), else in the cache the environment names.
+    pub fn resolve_in(spec: &str, hub_cache: Option<&Path>) -> Result<Self> {
         let path = Path::new(spec);
         if path.is_dir() {
             return Ok(Self {
@@ -37,7 +43,11 @@ impl ModelDir {
                 message: "no such folder (and not a Hugging Face id of the form org/name)".into(),
             });
         }
-        resolve_hub_id(spec, hub_cache(), offline())
+        let cache = match hub_cache {
+            Some(dir) => hf_hub::Cache::new(dir.to_path_buf()),
+            None => env_hub_cache(),
+        };
+        resolve_hub_id(spec, cache, offline())
     }
 
     /// Resolves a Hub id in a given cache folder (the `hub` folder: `models--org--name/...`),
@@ -114,7 +124,7 @@ fn looks_like_hub_id(spec: &str) -> bool {
 }
 
 /// The Hub cache in use: `HF_HUB_CACHE`, else `HF_HOME/hub`, else `~/.cache/huggingface/hub`.
-fn hub_cache() -> hf_hub::Cache {
+fn env_hub_cache() -> hf_hub::Cache {
     match std::env::var_os("HF_HUB_CACHE") {
         Some(dir) if !dir.is_empty() => hf_hub::Cache::new(PathBuf::from(dir)),
         _ => hf_hub::Cache::from_env(),

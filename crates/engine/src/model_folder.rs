@@ -82,7 +82,14 @@ impl OpenedFolder {
     }
 
     pub fn open(model: &str, precision: Precision, kernel: Option<MatmulKernel>) -> Result<Self> {
-        let dir = ModelDir::resolve(model)?;
+        Self::in_dir(ModelDir::resolve(model)?, precision, kernel)
+    }
+
+    pub fn in_dir(
+        dir: ModelDir,
+        precision: Precision,
+        kernel: Option<MatmulKernel>,
+    ) -> Result<Self> {
         let config_path = dir.config_path();
         let architecture = Architecture::from_config_file(&config_path)?;
         let weights = Weights::open(&dir)?;

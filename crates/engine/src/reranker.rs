@@ -20,6 +20,9 @@ pub struct LoadOptions {
     pub adapter: Option<std::path::PathBuf>,
     /// Force a matrix kernel (else the best this CPU has, or `BGE_RERANK_KERNEL`).
     pub kernel: Option<crate::ops::cpu::MatmulKernel>,
+    /// The Hugging Face cache a Hub id is resolved in (transformers' `cache_dir`), instead of
+    /// `HF_HUB_CACHE` / `HF_HOME`.
+    pub hub_cache: Option<std::path::PathBuf>,
 }
 
 /// How to score: FlagEmbedding's `compute_score` arguments, plus our batch token budget.
@@ -32,6 +35,10 @@ pub struct ScoreOptions {
     /// Layerwise reranker: the layers that answer (sorted and de-duplicated); `None` = the last.
     pub cutoff_layers: Option<Vec<usize>>,
 }
+
+/// Told how many inputs each finished batch held; returning an error stops the scoring after that
+/// batch.
+pub type Progress<'a> = &'a dyn Fn(usize) -> Result<()>;
 
 /// A loaded reranker, ready to score.
 pub struct Reranker {
@@ -47,7 +54,11 @@ pub struct Reranker {
 impl Reranker {
     /// Loads a model folder or a Hugging Face id (through the local cache).
     pub fn load(model: &str, options: &LoadOptions) -> Result<Self> {
-        let mut folder = OpenedFolder::open(model, options.precision, options.kernel)?;
+        let mut folder = OpenedFolder::in_dir(
+            ModelDir::resolve_in(model, options.hub_cache.as_deref())?,
+            options.precision,
+            options.kernel,
+        )?;
         if !folder.architecture.has_score_head() {
             return Err(Error::Unsupported(format!(
                 "{}: `{}` is an encoder without a classification head, so it cannot score pairs; \
@@ -144,13 +155,14 @@ impl Reranker {
     }
 
     /// Raw scores of prepared inputs, in input order: one per resolved layer (or one). `progress` is
-    /// told how many inputs each finished batch held.
+    /// told how many inputs each finished batch held; an error from it stops the scoring there (a
+    /// caller's interrupt, e.g. Ctrl-C in Python) and is returned.
     pub fn score_inputs(
         &self,
         inputs: &[ModelInput],
         limits: BatchLimits,
         layers: &[usize],
-        progress: &dyn Fn(usize),
+        progress: Progress,
     ) -> Result<Vec<Vec<f32>>> {
         let lengths: Vec<usize> = inputs.iter().map(ModelInput::len).collect();
         let mut scores = vec![Vec::new(); inputs.len()];
@@ -160,7 +172,7 @@ impl Reranker {
             for (&i, score) in batch.iter().zip(batch_scores) {
                 scores[i] = score;
             }
-            progress(batch.len());
+            progress(batch.len())?;
         }
         Ok(scores)
     }
@@ -171,7 +183,7 @@ impl Reranker {
         pairs: &[(Q, P)],
         options: &ScoreOptions,
     ) -> Result<Vec<f64>> {
-        self.compute_scores(pairs, options, &|_| {})?
+        self.compute_scores(pairs, options, &|_| Ok(()))?
             .into_iter()
             .map(|mut layers| match layers.len() {
                 1 => Ok(layers.remove(0)),
@@ -187,7 +199,7 @@ impl Reranker {
         &self,
         pairs: &[(Q, P)],
         options: &ScoreOptions,
-        progress: &dyn Fn(usize),
+        progress: Progress,
     ) -> Result<Vec<Vec<f64>>> {
         let layers = self.resolve_layers(options.cutoff_layers.as_deref())?;
         let inputs = self.build_inputs(pairs, &options.input)?;

@@ -89,7 +89,7 @@ fn saved_int8_folders_score_as_int8_does_on_the_original() {
         let saved_path = out.path().to_str().unwrap();
         let at_load = Reranker::load(&original, &options(Precision::Int8)).unwrap();
         let reloaded = Reranker::load(saved_path, &options(Precision::Auto)).unwrap();
-        let score = |r: &Reranker| r.compute_scores(&pairs, &ScoreOptions::default(), &|_| {});
+        let score = |r: &Reranker| r.compute_scores(&pairs, &ScoreOptions::default(), &|_| Ok(()));
         assert_eq!(
             score(&reloaded).unwrap(),
             score(&at_load).unwrap(),

@@ -70,7 +70,10 @@ fn layers_are_sorted_deduplicated_and_checked() {
             cutoff_layers: Some(layers),
             ..Default::default()
         };
-        reranker.compute_scores(&pairs, &options, &|_| {}).unwrap()[0].clone()
+        reranker
+            .compute_scores(&pairs, &options, &|_| Ok(()))
+            .unwrap()[0]
+            .clone()
     };
     let ascending = scores(vec![8, 10]);
     assert_eq!(scores(vec![10, 8]), ascending);

@@ -252,7 +252,7 @@ pub fn evaluate_dataset(
             .map(|(q, d)| (queries[q].as_str(), texts[d].as_str()))
             .collect();
         let inputs = reranker.build_inputs(&texts_of, &options.score.input)?;
-        let raw = reranker.score_inputs(&inputs, options.score.batch, &layers, &|_| {})?;
+        let raw = reranker.score_inputs(&inputs, options.score.batch, &layers, &|_| Ok(()))?;
         let entries = chunk
             .iter()
             .zip(raw)

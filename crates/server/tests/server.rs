@@ -325,7 +325,9 @@ async fn several_models_per_request_knobs_and_layers() {
             cutoff_layers: Some(layers),
             ..Default::default()
         };
-        reranker.compute_scores(&plain, &options, &|_| {}).unwrap()
+        reranker
+            .compute_scores(&plain, &options, &|_| Ok(()))
+            .unwrap()
     };
     for (i, want) in expect(vec![8]).iter().enumerate() {
         assert!((a.1["scores"][i].as_f64().unwrap() - want[0]).abs() < 1e-5);

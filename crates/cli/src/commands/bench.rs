@@ -77,13 +77,16 @@ pub fn run(args: BenchArgs, ui: Ui) -> anyhow::Result<()> {
 
     // One short warm-up pass so first-touch page faults of the weights are not timed.
     let warm = &inputs[..inputs.len().min(4)];
-    reranker.score_inputs(warm, limits, &layers, &|_| {})?;
+    reranker.score_inputs(warm, limits, &layers, &|_| Ok(()))?;
 
     let mut seconds = Vec::with_capacity(args.repeat);
     for _ in 0..args.repeat.max(1) {
         let bar = ui.pairs_bar(inputs.len());
         let start = Instant::now();
-        reranker.score_inputs(&inputs, limits, &layers, &|n| bar.inc(n as u64))?;
+        reranker.score_inputs(&inputs, limits, &layers, &|n| {
+            bar.inc(n as u64);
+            Ok(())
+        })?;
         seconds.push(start.elapsed().as_secs_f64());
         bar.finish_and_clear();
     }

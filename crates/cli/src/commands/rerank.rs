@@ -68,7 +68,10 @@ pub fn run(args: RerankArgs, ui: Ui) -> anyhow::Result<()> {
     let bar = ui.pairs_bar(pairs.len());
     ranking::one_score_per_pair(reranker.resolve_layers(options.cutoff_layers.as_deref())?)?;
     let scores: Vec<f64> = reranker
-        .compute_scores(&pairs, &options, &|n| bar.inc(n as u64))?
+        .compute_scores(&pairs, &options, &|n| {
+            bar.inc(n as u64);
+            Ok(())
+        })?
         .into_iter()
         .map(|layers| layers[0])
         .collect();

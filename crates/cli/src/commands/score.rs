@@ -28,7 +28,10 @@ pub fn run(args: ScoreArgs, ui: Ui) -> anyhow::Result<()> {
     let PairLines { objects, pairs } = read_pairs(&args.files.input)?;
     let reranker = args.model.load()?;
     let bar = ui.pairs_bar(pairs.len());
-    let scores = reranker.compute_scores(&pairs, &options, &|n| bar.inc(n as u64))?;
+    let scores = reranker.compute_scores(&pairs, &options, &|n| {
+        bar.inc(n as u64);
+        Ok(())
+    })?;
     bar.finish_and_clear();
     let lines = objects.into_iter().zip(scores).map(|(mut object, layers)| {
         object.insert("score".into(), ranking::scores_json(&layers));

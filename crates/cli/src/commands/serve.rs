@@ -81,7 +81,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let load = LoadOptions {
         precision: args.dtype,
         adapter: args.adapter.clone(),
-        kernel: None,
+        ..Default::default()
     };
     let mut models: Vec<ModelSpec> = args
         .model

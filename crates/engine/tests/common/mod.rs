@@ -137,6 +137,7 @@ fn check_setting_on(
         precision,
         adapter,
         kernel: Some(kernel),
+        ..Default::default()
     };
     let reranker = Reranker::load(&fixture_model(model), &options).unwrap();
     let file_name = file;
@@ -165,9 +166,13 @@ fn check_setting_on(
         assert_eq!(input.ids, ids, "{file} {}: input_ids", row["id"]);
     }
 
-    let raw = reranker.compute_scores(&pairs, &options, &|_| {}).unwrap();
+    let raw = reranker
+        .compute_scores(&pairs, &options, &|_| Ok(()))
+        .unwrap();
     options.normalize = true;
-    let normalized = reranker.compute_scores(&pairs, &options, &|_| {}).unwrap();
+    let normalized = reranker
+        .compute_scores(&pairs, &options, &|_| Ok(()))
+        .unwrap();
     let mut worst: f64 = 0.0;
     for ((row, score), norm) in expected.iter().zip(&raw).zip(&normalized) {
         for (got, key) in [(score, "score"), (norm, "normalized")] {
