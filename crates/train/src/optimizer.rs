@@ -29,25 +29,35 @@ impl AdamW {
         }
     }
 
-    /// One update of every variable that has a gradient.
+    /// One update of every variable that has a gradient, each in one pass over its values (as
+    /// tensor ops it would be a dozen full-size passes per variable, a tenth of a small model's step).
     pub fn update(&mut self, vars: &[(String, Var)], grads: &[Option<Tensor>]) -> Result<()> {
         self.step += 1;
         let p = &self.params;
         let t = self.step as i32;
-        let (scale_m, scale_v) = (1.0 / (1.0 - p.beta1.powi(t)), 1.0 / (1.0 - p.beta2.powi(t)));
+        let rule = Rule {
+            beta1: p.beta1 as f32,
+            beta2: p.beta2 as f32,
+            scale_m: (1.0 / (1.0 - p.beta1.powi(t))) as f32,
+            scale_v: (1.0 / (1.0 - p.beta2.powi(t))) as f32,
+            eps: p.eps as f32,
+            lr: p.lr as f32,
+        };
         for ((name, var), grad) in vars.iter().zip(grads) {
             let Some(g) = grad else { continue };
-            let (m, v) = match self.moments.get(name) {
-                Some(state) => state.clone(),
-                None => (g.zeros_like()?, g.zeros_like()?),
+            let values = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+            let g = values(g)?;
+            let (mut m, mut v) = match self.moments.remove(name) {
+                Some((m, v)) => (values(&m)?, values(&v)?),
+                None => (vec![0f32; g.len()], vec![0f32; g.len()]),
             };
-            let m = ((m * p.beta1)? + (g * (1.0 - p.beta1))?)?;
-            let v = ((v * p.beta2)? + (g.sqr()? * (1.0 - p.beta2))?)?;
-            let step = ((&m * scale_m)? / ((&v * scale_v)?.sqrt()? + p.eps)?)?;
+            let mut w = values(var.as_tensor())?;
             let decay = if decays(name) { p.weight_decay } else { 0.0 };
-            let decayed = (var.as_tensor() * (1.0 - p.lr * decay))?;
-            var.set(&(decayed - (step * p.lr)?)?)?;
-            self.moments.insert(name.clone(), (m, v));
+            rule.apply(&mut w, &mut m, &mut v, &g, (1.0 - p.lr * decay) as f32);
+            let shape = var.as_tensor().shape().clone();
+            let tensor = |x: Vec<f32>| Tensor::from_vec(x, shape.clone(), &Device::Cpu);
+            var.set(&tensor(w)?)?;
+            self.moments.insert(name.clone(), (tensor(m)?, tensor(v)?));
         }
         Ok(())
     }
@@ -80,6 +90,29 @@ impl AdamW {
         }
         self.step = step;
         Ok(())
+    }
+}
+
+/// AdamW's per-value arithmetic at one step.
+struct Rule {
+    beta1: f32,
+    beta2: f32,
+    /// Bias corrections 1 / (1 - beta^t).
+    scale_m: f32,
+    scale_v: f32,
+    eps: f32,
+    lr: f32,
+}
+
+impl Rule {
+    /// m and v updated from g; w decayed by `keep` (1 - lr * weight decay), then stepped.
+    fn apply(&self, w: &mut [f32], m: &mut [f32], v: &mut [f32], g: &[f32], keep: f32) {
+        for (((w, m), v), g) in w.iter_mut().zip(m).zip(v).zip(g) {
+            *m = *m * self.beta1 + g * (1.0 - self.beta1);
+            *v = *v * self.beta2 + (g * g) * (1.0 - self.beta2);
+            let step = (*m * self.scale_m) / ((*v * self.scale_v).sqrt() + self.eps);
+            *w = *w * keep - step * self.lr;
+        }
     }
 }
 
@@ -170,8 +203,9 @@ mod tests {
             ours.as_tensor().to_vec1().unwrap(),
             theirs.as_tensor().to_vec1().unwrap(),
         );
+        // Three steps of 0.1 in f32, rounded in another order than candle-nn's tensor ops.
         for (x, y) in a.iter().zip(&b) {
-            assert!((x - y).abs() < 1e-6, "{a:?} vs {b:?}");
+            assert!((x - y).abs() < 1e-5, "{a:?} vs {b:?}");
         }
         let mut grads = vec![Some(Tensor::new(&[3.0f32, 4.0], &dev).unwrap()), None];
         let norm = clip_grad_norm(&mut grads, 1.0).unwrap();

@@ -5,6 +5,7 @@ use std::mem::MaybeUninit;
 use candle_core::{DType, Module, Result, Tensor};
 use rayon::prelude::*;
 
+use super::trainable::GeluErf;
 use super::{map_f32, simd, with_f32_values, Numerics};
 
 /// config.json `hidden_act`.
@@ -77,7 +78,10 @@ impl Module for Activation {
                 return Ok(y);
             }
         }
+        let plain_f32 = x.dtype() == DType::F32 && x.device().is_cpu();
         match self {
+            // Training: one pass each way instead of candle's composite backward.
+            Activation::Gelu if plain_f32 => x.contiguous()?.apply_op1(GeluErf),
             Activation::Gelu => x.gelu_erf(),
             Activation::GeluNew => x.gelu(),
             Activation::Relu => x.relu(),

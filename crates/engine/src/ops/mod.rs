@@ -13,6 +13,7 @@ pub mod probe;
 pub mod rope;
 pub mod saved_int8;
 pub mod simd;
+pub mod trainable;
 
 use candle_core::{DType, Result, Storage, Tensor};
 use candle_nn::VarBuilder;

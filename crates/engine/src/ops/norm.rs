@@ -1,6 +1,6 @@
 //! Normalisations, computed in f32 whatever the model's precision (as PyTorch does for bf16 models)
 //! and rounded to it after. At inference each row is normalised by our loop, rows spread over rayon's
-//! threads; a tensor that records gradients (training) takes candle's differentiable ops.
+//! threads; a tensor that records gradients (training) takes an operation with a backward pass.
 
 use std::mem::MaybeUninit;
 
@@ -8,6 +8,7 @@ use candle_core::{DType, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
+use super::trainable::LayerNormOp;
 use super::{map_f32, with_f32_values, Numerics};
 
 /// Rows per parallel task.
@@ -107,6 +108,13 @@ impl Module for LayerNorm {
         let dim = self.weight_values.len();
         match rows_in_parallel(x, dim, |row| self.normalise(row))? {
             Some(y) => Ok(y),
+            None if x.dtype() == DType::F32 && x.device().is_cpu() => {
+                let y = LayerNormOp {
+                    eps: self.eps as f32,
+                }
+                .apply(x, &self.weight, &self.bias)?;
+                self.numerics.round(y)
+            }
             None => {
                 let eps = self.eps as f32;
                 let y = candle_nn::ops::layer_norm_slow(x, &self.weight, &self.bias, eps)?;

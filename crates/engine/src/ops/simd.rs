@@ -150,7 +150,7 @@ const ERF_A: [f32; 5] = [
 ];
 
 /// The scalar form of the vector erf (same formula, same error).
-fn erf(z: f32) -> f32 {
+pub fn erf(z: f32) -> f32 {
     let a = z.abs();
     let t = 1.0 / (1.0 + ERF_P * a);
     let poly = ERF_A.iter().rev().fold(0.0, |acc, &c| acc * t + c) * t;

@@ -1,13 +1,13 @@
 //! Attention for training: packed sequences laid out on a padded grid (per-sequence slices, as
-//! inference runs them, would each back-propagate a full-size zero tensor), a softmax that keeps only
-//! its output for the backward pass, and seeded dropout.
+//! inference runs them, would each back-propagate a full-size zero tensor), the masked softmax as one
+//! operation that keeps only its output for the backward pass, and seeded dropout.
 
 use std::sync::{Arc, Mutex};
 
-use candle_core::{CpuStorage, CustomOp1, Device, Layout, Result, Shape, Tensor, D};
+use candle_core::{Device, Result, Tensor};
 use rand::{Rng, SeedableRng};
 
-use super::causal_mask;
+use crate::ops::trainable::{AttentionSoftmax, KeyMask, MaskProduct};
 
 /// Packed sequences laid out on a right-padded (sequences, max_len) grid by row gathers, whose
 /// backward pass is one scatter-add.
@@ -18,8 +18,8 @@ pub struct PaddedLayout {
     to_grid: Tensor,
     /// For each packed row, its grid cell.
     to_packed: Tensor,
-    /// (sequences, 1, 1, max_len): 0 for real keys, -inf for padding.
-    key_mask: Tensor,
+    /// Per sequence, per key: 0 for real keys, -inf for padding.
+    key_mask: Arc<Vec<f32>>,
 }
 
 impl PaddedLayout {
@@ -46,7 +46,7 @@ impl PaddedLayout {
             max_len,
             to_grid: Tensor::from_vec(to_grid, n * max_len, device)?,
             to_packed: Tensor::from_vec(to_packed, start as usize, device)?,
-            key_mask: Tensor::from_vec(key_mask, (n, 1, 1, max_len), device)?,
+            key_mask: Arc::new(key_mask),
         })
     }
 
@@ -84,15 +84,15 @@ pub fn padded_attention(
     causal: bool,
     dropout: Option<&Dropout>,
 ) -> Result<Tensor> {
-    let scale = 1.0 / (q.dim(3)? as f64).sqrt();
-    let scores = (q.matmul(&k.t()?)? * scale)?;
-    // Right padding: under a causal mask a real query never sees a padding key.
-    let scores = if causal {
-        scores.broadcast_add(&causal_mask(layout.max_len, q.device())?)?
-    } else {
-        scores.broadcast_add(&layout.key_mask)?
+    let softmax = AttentionSoftmax {
+        scale: 1.0 / (q.dim(3)? as f32).sqrt(),
+        // Right padding: under a causal mask a real query never sees a padding key.
+        mask: match causal {
+            true => KeyMask::Causal,
+            false => KeyMask::Padding(layout.key_mask.clone()),
+        },
     };
-    let mut probs = scores.apply_op1(SoftmaxLastDim)?;
+    let mut probs = softmax.apply(&q.matmul(&k.t()?)?)?;
     if let Some(dropout) = dropout {
         probs = dropout.attention(&probs)?;
     }
@@ -131,58 +131,17 @@ impl Dropout {
         }
         let keep = 1.0 - p;
         let scale = (1.0 / keep) as f32;
+        // A value stays when a uniform 32-bit draw falls below keep * 2^32.
+        let threshold = (keep * 4_294_967_296.0).min(u32::MAX as f64) as u32;
         let mask: Vec<f32> = {
             let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
             (0..x.elem_count())
-                .map(|_| {
-                    if rng.random::<f64>() < keep {
-                        scale
-                    } else {
-                        0.0
-                    }
+                .map(|_| match rng.random::<u32>() < threshold {
+                    true => scale,
+                    false => 0.0,
                 })
                 .collect()
         };
-        x * Tensor::from_vec(mask, x.shape(), x.device())?
-    }
-}
-
-/// Softmax over the last dimension with a backward pass. candle-nn's fused softmax records no
-/// gradient and its composite form keeps three full-size intermediates per attention layer alive
-/// for the backward pass (the memory limit of encoder training on CPU); this keeps only the output.
-struct SoftmaxLastDim;
-
-impl CustomOp1 for SoftmaxLastDim {
-    fn name(&self) -> &'static str {
-        "softmax-last-dim-trainable"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("trainable softmax computes in f32")
-        };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("trainable softmax needs a contiguous input")
-        };
-        let dim = layout.shape().dims().last().copied().unwrap_or(1).max(1);
-        let mut out = data[start..end].to_vec();
-        for row in out.chunks_mut(dim) {
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0f32;
-            for x in row.iter_mut() {
-                *x = (*x - max).exp();
-                sum += *x;
-            }
-            for x in row.iter_mut() {
-                *x /= sum;
-            }
-        }
-        Ok((CpuStorage::F32(out), layout.shape().clone()))
-    }
-
-    /// d softmax: y * (g - sum(g * y)).
-    fn bwd(&self, _arg: &Tensor, res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let dot = (grad_res * res)?.sum_keepdim(D::Minus1)?;
-        Ok(Some((grad_res.broadcast_sub(&dot)? * res)?))
+        x.contiguous()?.apply_op1(MaskProduct { mask })
     }
 }
