@@ -165,6 +165,9 @@ pub fn train(
     std::fs::create_dir_all(&options.output).map_err(|e| io(&options.output, e))?;
     write_run_record(options, &model)?;
     let log_path = options.output.join(LOG_FILE);
+    if options.resume.is_some() {
+        forget_steps_after(&log_path, state.step)?;
+    }
     let mut log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -241,6 +244,26 @@ pub fn train(
         evals: state.evals,
         interrupted,
     })
+}
+
+/// Drops the log lines of steps after `step`: a run resumed from an earlier checkpoint than its last
+/// logged step (a crash, or a chosen checkpoint) redoes those steps, and its log and curves must not
+/// show them twice.
+fn forget_steps_after(log_path: &Path, step: usize) -> Result<()> {
+    let text = match std::fs::read_to_string(log_path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(log_path, e)),
+    };
+    let kept: String = text
+        .lines()
+        .filter(|line| serde_json::from_str::<StepLog>(line).is_ok_and(|entry| entry.step <= step))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    if kept.len() != text.len() {
+        std::fs::write(log_path, kept).map_err(|e| io(log_path, e))?;
+    }
+    Ok(())
 }
 
 /// The optimizer and the run's position: `fresh`, or those of the checkpoint `--resume` names

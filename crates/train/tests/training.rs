@@ -144,12 +144,15 @@ fn an_interrupted_run_resumes_to_the_same_weights() {
     opts.batch_size = 1;
     train(&opts, &Quiet, &AtomicBool::new(false)).unwrap();
 
+    // Stopped after step 3, resumed from the checkpoint of step 2 (as after a crash): step 3 is
+    // redone, and logged once.
     let resumed = dir.path().join("resumed");
     opts.output = resumed.clone();
+    opts.save_steps = Some(2);
     let stop = AtomicBool::new(false);
-    let first = train(&opts, &StopAt { at: 2, stop: &stop }, &stop).unwrap();
+    let first = train(&opts, &StopAt { at: 3, stop: &stop }, &stop).unwrap();
     assert!(first.interrupted);
-    assert_eq!(first.steps, 2);
+    assert_eq!(first.steps, 3);
     opts.resume = Some(resumed.join("checkpoint-2"));
     let second = train(&opts, &Quiet, &AtomicBool::new(false)).unwrap();
     assert_eq!(second.steps, 5);

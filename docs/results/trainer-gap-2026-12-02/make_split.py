@@ -1,7 +1,7 @@
 """The data of run.sh, in GAP_DIR (default /work/gap): 100 held-out SciFact *train* queries (seeded
 choice) as an evaluation folder (`eval/scifact`: corpus, queries, qrels/train.tsv of those queries),
-and 240 other training queries (`train240.jsonl`, also linked as `torchdata/scifact/
-train_bm25neg15.jsonl` beside test's files, the layout scifact_pytorch.py reads).
+the other 709 training queries (`train-rest.jsonl`, in the file's order, for full runs), and 240 of
+them (`train240.jsonl`, also linked as `torchdata/scifact/train_bm25neg15.jsonl` beside test's files, the layout scifact_pytorch.py reads).
   python make_split.py SHARED_DATA_DIR [GAP_DIR]"""
 import csv
 import json
@@ -20,6 +20,9 @@ rng = random.Random(2026)
 ids = sorted({text_to_id[t["query"]] for t in train if t["query"] in text_to_id})
 heldout = set(rng.sample(ids, 100))
 rest = [t for t in train if text_to_id.get(t["query"]) not in heldout]
+os.makedirs(G, exist_ok=True)
+with open(f"{G}/train-rest.jsonl", "w") as f:  # in the training file's order
+    f.writelines(json.dumps(t) + "\n" for t in rest)
 rng.shuffle(rest)
 os.makedirs(f"{G}/eval/scifact/qrels", exist_ok=True)
 os.makedirs(f"{G}/torchdata/scifact/qrels", exist_ok=True)
