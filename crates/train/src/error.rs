@@ -24,4 +24,13 @@ pub enum TrainError {
     Compute(#[from] candle_core::Error),
 }
 
+impl TrainError {
+    pub(crate) fn io(path: &std::path::Path, error: std::io::Error) -> Self {
+        Self::Io {
+            path: path.to_path_buf(),
+            error,
+        }
+    }
+}
+
 pub type Result<T> = std::result::Result<T, TrainError>;

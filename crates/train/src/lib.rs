@@ -2,6 +2,7 @@
 //! negatives) -> inputs built exactly as at inference -> FlagEmbedding's group loss -> AdamW over a
 //! [`bge_rerank_engine::trainable::TrainableModel`] -> checkpoints transformers loads unchanged.
 
+pub mod checkpoint;
 pub mod data;
 pub mod error;
 pub mod loss;

@@ -9,12 +9,14 @@ use std::time::Instant;
 use bge_rerank_engine::trainable::{LoraSettings, TrainSetup, TrainableModel};
 use bge_rerank_engine::{Architecture, InputOptions, ModelDir};
 use candle_core::{Device, Tensor};
-use candle_nn::ParamsAdamW;
 
+use crate::checkpoint::{
+    read_state, save_checkpoint, start_state, with_resume_resolved, TrainerState,
+};
 use crate::data::TrainData;
 use crate::error::{Result, TrainError};
 use crate::evaluation::{CheckpointEval, EvalSpec};
-use crate::log::{StepLog, LOG_FILE};
+use crate::log::{forget_steps_after, StepLog, LOG_FILE};
 use crate::loss::batch_loss;
 use crate::optimizer::{clip_grad_norm, linear_schedule, AdamW};
 
@@ -48,7 +50,8 @@ pub struct TrainOptions {
     pub save_steps: Option<usize>,
     /// LoRA: also write the merged full model to `output/merged`.
     pub merge: bool,
-    /// A checkpoint folder of an earlier run with the same data and options.
+    /// A checkpoint folder of an earlier run with the same data and options, or that run's output
+    /// folder (its newest checkpoint).
     pub resume: Option<PathBuf>,
     /// Clear a non-empty `output` folder first (else such a folder is refused, unless resuming).
     pub overwrite: bool,
@@ -91,24 +94,6 @@ pub trait TrainObserver {
     fn message(&self, _text: &str) {}
 }
 
-/// Where a run stands: enough to resume it exactly.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct TrainerState {
-    /// Optimizer steps taken.
-    pub step: usize,
-    pub total_steps: usize,
-    /// The next micro-batch: its epoch and its index within the epoch.
-    pub epoch: usize,
-    pub micro_batch: usize,
-    pub seed: u64,
-    pub group_size: usize,
-    pub batch_size: usize,
-    pub grad_accum: usize,
-    pub examples: usize,
-    pub lr: f64,
-    pub evals: Vec<CheckpointEval>,
-}
-
 #[derive(Debug)]
 pub struct TrainSummary {
     pub steps: usize,
@@ -121,10 +106,8 @@ pub struct TrainSummary {
     pub interrupted: bool,
 }
 
-const STATE_FILE: &str = "trainer_state.json";
 /// The run's record in the output folder.
 pub const RUN_FILE: &str = "run.json";
-const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 
 pub fn train(
     options: &TrainOptions,
@@ -132,6 +115,7 @@ pub fn train(
     stop: &AtomicBool,
 ) -> Result<TrainSummary> {
     check_options(options)?;
+    let options = &with_resume_resolved(options)?;
     let data = read_data(options, observer)?;
     prepare_output(options)?;
     let resumed: Option<TrainerState> = match &options.resume {
@@ -162,7 +146,7 @@ pub fn train(
         evals: Vec::new(),
     };
     let (mut state, mut optimizer) = start_state(fresh, resumed, &mut model, options, observer)?;
-    std::fs::create_dir_all(&options.output).map_err(|e| io(&options.output, e))?;
+    std::fs::create_dir_all(&options.output).map_err(|e| TrainError::io(&options.output, e))?;
     write_run_record(options, &model)?;
     let log_path = options.output.join(LOG_FILE);
     if options.resume.is_some() {
@@ -172,7 +156,7 @@ pub fn train(
         .create(true)
         .append(true)
         .open(&log_path)
-        .map_err(|e| io(&log_path, e))?;
+        .map_err(|e| TrainError::io(&log_path, e))?;
 
     let groups_per_step = options.batch_size * options.grad_accum;
     observer.started(
@@ -216,7 +200,7 @@ pub fn train(
             elapsed_s: start.elapsed().as_secs_f64(),
         };
         let line = serde_json::to_string(&entry).unwrap_or_default();
-        writeln!(log, "{line}").map_err(|e| io(&log_path, e))?;
+        writeln!(log, "{line}").map_err(|e| TrainError::io(&log_path, e))?;
         observer.step(&entry);
         let due = options
             .save_steps
@@ -246,56 +230,6 @@ pub fn train(
     })
 }
 
-/// Drops the log lines of steps after `step`: a run resumed from an earlier checkpoint than its last
-/// logged step (a crash, or a chosen checkpoint) redoes those steps, and its log and curves must not
-/// show them twice.
-fn forget_steps_after(log_path: &Path, step: usize) -> Result<()> {
-    let text = match std::fs::read_to_string(log_path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io(log_path, e)),
-    };
-    let kept: String = text
-        .lines()
-        .filter(|line| serde_json::from_str::<StepLog>(line).is_ok_and(|entry| entry.step <= step))
-        .map(|line| format!("{line}\n"))
-        .collect();
-    if kept.len() != text.len() {
-        std::fs::write(log_path, kept).map_err(|e| io(log_path, e))?;
-    }
-    Ok(())
-}
-
-/// The optimizer and the run's position: `fresh`, or those of the checkpoint `--resume` names
-/// (which must have run on the same data and batching).
-fn start_state(
-    fresh: TrainerState,
-    resumed: Option<TrainerState>,
-    model: &mut TrainableModel,
-    options: &TrainOptions,
-    observer: &dyn TrainObserver,
-) -> Result<(TrainerState, AdamW)> {
-    let mut optimizer = AdamW::new(ParamsAdamW {
-        lr: fresh.lr,
-        weight_decay: options.weight_decay,
-        ..Default::default()
-    });
-    let (Some(dir), Some(mut saved)) = (&options.resume, resumed) else {
-        return Ok((fresh, optimizer));
-    };
-    check_resumable(&saved, &fresh, dir)?;
-    optimizer.load(&dir.join(OPTIMIZER_FILE), saved.step)?;
-    model.rebuild(saved.step as u64)?;
-    observer.message(&format!(
-        "resuming {} at step {} of {}",
-        dir.display(),
-        saved.step,
-        fresh.total_steps
-    ));
-    saved.total_steps = fresh.total_steps;
-    Ok((saved, optimizer))
-}
-
 /// `OUTPUT/run.json`: what the run trained from and how (model, its fingerprint, data, every
 /// option) and which bge-rerank did it, beside the log and the curves it explains.
 fn write_run_record(options: &TrainOptions, model: &TrainableModel) -> Result<()> {
@@ -309,7 +243,7 @@ fn write_run_record(options: &TrainOptions, model: &TrainableModel) -> Result<()
     });
     let path = options.output.join(RUN_FILE);
     let text = serde_json::to_string_pretty(&record).unwrap_or_default();
-    std::fs::write(&path, text).map_err(|e| io(&path, e))
+    std::fs::write(&path, text).map_err(|e| TrainError::io(&path, e))
 }
 
 /// Options no run can start with.
@@ -491,7 +425,7 @@ fn prepare_output(options: &TrainOptions) -> Result<()> {
     let mut entries = match std::fs::read_dir(out) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io(out, e)),
+        Err(e) => return Err(TrainError::io(out, e)),
     };
     if entries.next().is_none() || options.resume.is_some() {
         return Ok(());
@@ -499,7 +433,7 @@ fn prepare_output(options: &TrainOptions) -> Result<()> {
     if !options.overwrite {
         return Err(TrainError::Invalid(format!(
             "the output folder {} is not empty (a previous run?): pass --overwrite to clear it \
-             first, or --resume {}/checkpoint-N to continue that run",
+             first, or --resume {} to continue that run from its newest checkpoint",
             out.display(),
             out.display()
         )));
@@ -521,7 +455,7 @@ fn prepare_output(options: &TrainOptions) -> Result<()> {
             }
         }
     }
-    std::fs::remove_dir_all(out).map_err(|e| io(out, e))
+    std::fs::remove_dir_all(out).map_err(|e| TrainError::io(out, e))
 }
 
 /// Encoders train in full (a resumed run loads the checkpoint); the LLM rerankers train LoRA pairs
@@ -548,77 +482,4 @@ fn load_model(options: &TrainOptions) -> Result<TrainableModel> {
         dropout: options.dropout,
     };
     Ok(TrainableModel::load(&source, setup)?)
-}
-
-fn save_checkpoint(
-    model: &TrainableModel,
-    optimizer: &AdamW,
-    state: &mut TrainerState,
-    dir: &Path,
-    options: &TrainOptions,
-    observer: &dyn TrainObserver,
-) -> Result<()> {
-    model.save(dir)?;
-    optimizer.save(&dir.join(OPTIMIZER_FILE))?;
-    if let Some(spec) = &options.eval {
-        let result = crate::evaluation::evaluate_checkpoint(
-            spec,
-            model,
-            dir,
-            state.step,
-            &options.output,
-            &options.input,
-        )?;
-        observer.message(&format!(
-            "step {}: {} {:.4} (first stage {:.4})",
-            state.step, result.metric, result.reranked, result.first_stage
-        ));
-        state.evals.push(result);
-    }
-    let path = dir.join(STATE_FILE);
-    let text = serde_json::to_string_pretty(state).unwrap_or_default();
-    std::fs::write(&path, text).map_err(|e| io(&path, e))?;
-    observer.message(&format!("checkpoint written to {}", dir.display()));
-    Ok(())
-}
-
-fn read_state(dir: &Path) -> Result<TrainerState> {
-    let path = dir.join(STATE_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
-    serde_json::from_str(&text)
-        .map_err(|e| TrainError::Invalid(format!("{}: not a trainer state: {e}", path.display())))
-}
-
-/// A run resumes only with the data and batching it started with, or its position means nothing.
-fn check_resumable(saved: &TrainerState, now: &TrainerState, dir: &Path) -> Result<()> {
-    let pairs = [
-        ("examples in the data", saved.examples, now.examples),
-        ("--group-size", saved.group_size, now.group_size),
-        ("--batch-size", saved.batch_size, now.batch_size),
-        ("--grad-accum", saved.grad_accum, now.grad_accum),
-    ];
-    for (what, before, after) in pairs {
-        if before != after {
-            return Err(TrainError::Invalid(format!(
-                "{}: the run used {before} {what}, this one {after}; resume with the same data and options",
-                dir.display()
-            )));
-        }
-    }
-    if saved.seed != now.seed {
-        return Err(TrainError::Invalid(format!(
-            "{}: the run used --seed {}, this one {}",
-            dir.display(),
-            saved.seed,
-            now.seed
-        )));
-    }
-    Ok(())
-}
-
-fn io(path: &Path, error: std::io::Error) -> TrainError {
-    TrainError::Io {
-        path: path.to_path_buf(),
-        error,
-    }
 }

@@ -14,8 +14,8 @@ export RAYON_NUM_THREADS=2
 [ -f $G/train-rest.jsonl ] || python3 $HERE/../trainer-gap-2026-12-02/make_split.py $S $G
 OUT=$G/len256-e3
 RESUME=""
-LAST=$(ls -d $OUT/checkpoint-* 2>/dev/null | sort -t- -k2 -n | tail -1)
-[ -n "$LAST" ] && RESUME="--resume $LAST"
+# --resume OUTPUT continues from its newest complete checkpoint.
+ls $OUT/checkpoint-*/trainer_state.json >/dev/null 2>&1 && RESUME="--resume $OUT"
 $B train --model $M --data $G/train-rest.jsonl --output $OUT \
   --epochs 3 --lr 1e-4 --max-length 256 --group-size 8 --seed 7 --save-steps 89 \
   --eval-data $G/eval/scifact --eval-split train --quiet $RESUME 2>&1 | tee -a $HERE/train.log

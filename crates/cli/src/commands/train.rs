@@ -86,8 +86,8 @@ pub struct TrainArgs {
     /// Write a checkpoint every N steps (always one at the end).
     #[arg(long)]
     save_steps: Option<usize>,
-    /// Continue from a checkpoint folder (OUTPUT/checkpoint-N) with its optimizer state and data
-    /// position; give the same data and options.
+    /// Continue from a checkpoint folder (OUTPUT/checkpoint-N), or from the newest one in a run's
+    /// OUTPUT, with its optimizer state and data position; give the same data and options.
     #[arg(long)]
     resume: Option<PathBuf>,
     /// Clear the output folder first if it holds anything (a non-empty one is refused otherwise).

@@ -28,6 +28,14 @@ fn rows_in_parallel(
     })
 }
 
+/// A row's mean and 1 / sqrt(variance + eps): LayerNorm's statistics, forward and backward.
+pub(super) fn row_moments(row: &[f32], eps: f32) -> (f32, f32) {
+    let n = row.len() as f32;
+    let mean = row.iter().sum::<f32>() / n;
+    let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
 /// LayerNorm with weight and bias: (x - mean) / sqrt(var + eps) * weight + bias.
 #[derive(Debug, Clone)]
 pub struct LayerNorm {
@@ -56,10 +64,7 @@ impl LayerNorm {
 
     /// One row, normalised and rounded to the model's precision.
     fn normalise(&self, row: &mut [f32]) {
-        let n = row.len() as f32;
-        let mean = row.iter().sum::<f32>() / n;
-        let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
-        let inv = 1.0 / (var + self.eps as f32).sqrt();
+        let (mean, inv) = row_moments(row, self.eps as f32);
         for ((v, w), b) in row
             .iter_mut()
             .zip(&self.weight_values)

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::norm::row_moments;
 use super::{simd, with_f32_values};
 
 /// Rows per parallel task.
@@ -32,15 +33,19 @@ fn output(values: Vec<f32>, like: &Layout) -> (CpuStorage, Shape) {
     (CpuStorage::F32(values), like.shape().clone())
 }
 
-/// `f(out_row, row)` over the rows (last dimension `dim`) of `x`, in parallel; the new values.
-fn map_rows(x: &[f32], dim: usize, f: impl Fn(&mut [f32], &[f32]) + Sync) -> Vec<f32> {
+/// `f(index, out_row, row)` over the rows (last dimension `dim`) of `x`, in parallel; the new
+/// values.
+fn map_rows(x: &[f32], dim: usize, f: impl Fn(usize, &mut [f32], &[f32]) + Sync) -> Vec<f32> {
     let mut out = vec![0f32; x.len()];
-    let chunk = dim.max(1) * ROWS_PER_TASK;
+    let dim = dim.max(1);
+    let chunk = dim * ROWS_PER_TASK;
     out.par_chunks_mut(chunk)
         .zip(x.par_chunks(chunk))
-        .for_each(|(out, x)| {
-            for (o, r) in out.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
-                f(o, r)
+        .enumerate()
+        .for_each(|(task, (out, x))| {
+            let rows = out.chunks_exact_mut(dim).zip(x.chunks_exact(dim));
+            for (i, (o, r)) in rows.enumerate() {
+                f(task * ROWS_PER_TASK + i, o, r)
             }
         });
     out
@@ -78,29 +83,27 @@ impl CustomOp1 for AttentionSoftmax {
         let (_, heads, queries, keys) = layout.shape().dims4()?;
         let x = values(storage, layout)?;
         let rows_per_sequence = heads * queries;
-        let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(keys * ROWS_PER_TASK)
-            .zip(x.par_chunks(keys * ROWS_PER_TASK))
-            .enumerate()
-            .for_each(|(task, (out, x))| {
-                let rows = out.chunks_exact_mut(keys).zip(x.chunks_exact(keys));
-                for (i, (out, x)) in rows.enumerate() {
-                    let row = task * ROWS_PER_TASK + i;
-                    let visible = match &self.mask {
-                        KeyMask::Causal => (row % queries) + 1,
-                        KeyMask::Padding(_) => keys,
-                    };
-                    for ((o, &v), k) in out[..visible].iter_mut().zip(x).zip(0..) {
-                        *o = v * self.scale
-                            + match &self.mask {
-                                KeyMask::Padding(mask) => mask[row / rows_per_sequence * keys + k],
-                                KeyMask::Causal => 0.0,
-                            };
+        let out = map_rows(x, keys, |row, out, x| {
+            let visible = match &self.mask {
+                KeyMask::Causal => {
+                    let visible = row % queries + 1;
+                    for (o, v) in out[..visible].iter_mut().zip(x) {
+                        *o = v * self.scale;
                     }
-                    out[visible..].fill(f32::NEG_INFINITY);
-                    simd::softmax_scaled(out, 1.0);
+                    visible
                 }
-            });
+                KeyMask::Padding(mask) => {
+                    let sequence = row / rows_per_sequence;
+                    let mask = &mask[sequence * keys..(sequence + 1) * keys];
+                    for ((o, v), m) in out.iter_mut().zip(x).zip(mask) {
+                        *o = v * self.scale + m;
+                    }
+                    keys
+                }
+            };
+            out[visible..].fill(f32::NEG_INFINITY);
+            simd::softmax_scaled(out, 1.0);
+        });
         Ok(output(out, layout))
     }
 
@@ -109,21 +112,13 @@ impl CustomOp1 for AttentionSoftmax {
         let keys = res.dim(candle_core::D::Minus1)?;
         let grad = with_f32_values(res, |y| {
             with_f32_values(grad_res, |g| {
-                let mut out = vec![0f32; y.len()];
-                out.par_chunks_mut(keys * ROWS_PER_TASK)
-                    .zip(y.par_chunks(keys * ROWS_PER_TASK))
-                    .zip(g.par_chunks(keys * ROWS_PER_TASK))
-                    .for_each(|((out, y), g)| {
-                        let rows = out.chunks_exact_mut(keys);
-                        for ((o, y), g) in rows.zip(y.chunks_exact(keys)).zip(g.chunks_exact(keys))
-                        {
-                            let dot: f32 = y.iter().zip(g).map(|(y, g)| y * g).sum();
-                            for ((o, y), g) in o.iter_mut().zip(y).zip(g) {
-                                *o = self.scale * y * (g - dot);
-                            }
-                        }
-                    });
-                out
+                map_rows(y, keys, |row, out, y| {
+                    let g = &g[row * keys..(row + 1) * keys];
+                    let dot: f32 = y.iter().zip(g).map(|(y, g)| y * g).sum();
+                    for ((o, y), g) in out.iter_mut().zip(y).zip(g) {
+                        *o = self.scale * y * (g - dot);
+                    }
+                })
             })
         })??;
         Ok(Some(Tensor::from_vec(grad, res.shape(), res.device())?))
@@ -204,22 +199,14 @@ impl CustomOp1 for GeluErf {
 
 /// LayerNorm over the last dimension: (x - mean) / sqrt(var + eps) * weight + bias, with the
 /// gradients of x, weight and bias.
+#[derive(Clone)]
 pub struct LayerNormOp {
     pub eps: f32,
 }
 
 impl LayerNormOp {
     pub fn apply(&self, x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
-        x.contiguous()?
-            .apply_op3(weight, bias, LayerNormOp { eps: self.eps })
-    }
-
-    /// The row's mean and 1 / standard deviation.
-    fn moments(&self, row: &[f32]) -> (f32, f32) {
-        let n = row.len() as f32;
-        let mean = row.iter().sum::<f32>() / n;
-        let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
-        (mean, 1.0 / (var + self.eps).sqrt())
+        x.contiguous()?.apply_op3(weight, bias, self.clone())
     }
 }
 
@@ -238,8 +225,8 @@ impl CustomOp3 for LayerNormOp {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (x, w, b) = (values(s1, l1)?, values(s2, l2)?, values(s3, l3)?);
-        let out = map_rows(x, w.len(), |out, row| {
-            let (mean, inv) = self.moments(row);
+        let out = map_rows(x, w.len(), |_, out, row| {
+            let (mean, inv) = row_moments(row, self.eps);
             for (((o, v), w), b) in out.iter_mut().zip(row).zip(w).zip(b) {
                 *o = (v - mean) * inv * w + b;
             }
@@ -286,7 +273,7 @@ impl LayerNormOp {
                 let mut dh = vec![0f32; dim];
                 let rows = dx.chunks_exact_mut(dim).zip(x.chunks_exact(dim));
                 for ((dx, x), g) in rows.zip(g.chunks_exact(dim)) {
-                    let (mean, inv) = self.moments(x);
+                    let (mean, inv) = row_moments(x, self.eps);
                     let (mut mean_dh, mut mean_dh_xhat) = (0f32, 0f32);
                     for i in 0..dim {
                         let xhat = (x[i] - mean) * inv;
